@@ -1,0 +1,76 @@
+"""The ``torch.compile`` entry: options, AOT autograd, FX -> IR -> passes -> runtime."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any, Callable
+
+import torch
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
+
+from .frontend.decompositions import decompositions
+from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
+from .ir.graph import Graph
+from .options import Options, make_options
+from .passes import PIPELINE, PassRecord, run_passes
+from .runtime.reference import run_reference
+
+_graph_ids = itertools.count()
+
+
+class CompiledGraph:
+    """What a compiled FX graph becomes: a callable taking its inputs as one list (boxed)."""
+
+    def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord]):
+        # An instance attribute: AOT autograd's wrappers copy __dict__, not class attributes.
+        self._boxed_call = True
+        self.graph = graph
+        self.output_spec = output_spec
+        self.passes = passes
+
+    def __call__(self, args: list) -> list:
+        outs = run_reference(self.graph, args)
+        return [outs[s] if isinstance(s, int) else s[1] for s in self.output_spec]
+
+
+def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
+                  on_import: Callable[[Graph], Any] | None = None) -> Callable:
+    """Compile one ATen graph from AOT autograd (``kind`` is forward, backward or inference)."""
+    name = f"{kind}_{next(_graph_ids)}"
+    try:
+        imported: ImportedGraph = import_fx(gm, name)
+    except UnsupportedGraph as e:
+        warnings.warn(f"mlc: graph {name} runs through PyTorch unchanged: {e}", stacklevel=2)
+        return make_boxed_func(gm.forward)
+    if on_import is not None:
+        on_import(imported.graph)
+    records: list[PassRecord] = []
+    graph = run_passes(imported.graph, PIPELINE, verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
+    return CompiledGraph(graph, imported.output_spec, records)
+
+
+def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None,
+                _on_import: Callable[[Graph], Any] | None = None):
+    """The ``torch.compile`` backend ``"mlc"``. ``mode`` and ``options`` come from ``torch.compile``."""
+    opts = make_options(mode, options)
+
+    def compiler(kind):
+        return lambda g, inputs: compile_graph(g, kind, opts, _on_import)
+
+    return aot_autograd(
+        fw_compiler=compiler("forward"),
+        bw_compiler=compiler("backward"),
+        inference_compiler=compiler("inference"),
+        decompositions=decompositions(),
+    )(gm, example_inputs)
+
+
+def register() -> None:
+    """Make ``backend="mlc"`` known to ``torch.compile`` (the entry point does it too)."""
+    from torch._dynamo.backends import registry
+
+    # When torch loads the entry point it registers the backend itself after importing mlc.
+    if "mlc" not in registry._COMPILER_FNS and registry._BACKENDS.get("mlc") is None:
+        registry.register_backend(compiler_fn=mlc_backend, name="mlc")

@@ -1,0 +1,34 @@
+"""Calling an ATen op by name: how fallback (``aten``) nodes run."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .graph import Operand
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_target(target: str):
+    """'aten.sort.default' -> torch.ops.aten.sort.default (ValueError if there is none)."""
+    parts = target.split(".")
+    if len(parts) != 3:
+        raise ValueError(f"fallback target '{target}' is not of the form namespace.op.overload")
+    try:
+        return getattr(getattr(getattr(torch.ops, parts[0]), parts[1]), parts[2])
+    except (AttributeError, RuntimeError) as e:
+        raise ValueError(f"no ATen op named '{target}'") from e
+
+
+def fill_operands(template, tensors):
+    if isinstance(template, Operand):
+        return tensors[template.index]
+    if isinstance(template, (tuple, list)):
+        return type(template)(fill_operands(t, tensors) for t in template)
+    return template
+
+
+def call_aten(target: str, args, kwargs, tensors):
+    fn = resolve_target(target)
+    return fn(*fill_operands(args, tensors), **{k: fill_operands(v, tensors) for k, v in kwargs})

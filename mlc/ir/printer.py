@@ -1,0 +1,88 @@
+"""The IR's text form: one SSA line per node, types inline.
+
+    graph @forward(%x: f32[s0,768], %w: f32[768,3072]) {
+      %0 = mm(%x, %w) : f32[s0,3072]
+      %1 = gelu(%0) {approximate="tanh"} : f32[s0,3072]
+      return %1
+    }
+
+Inputs and constants print by name; other results are numbered in order. ``parser.parse``
+reads this text back, so that ``str(parse(str(g))) == str(g)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import sympy
+import torch
+
+from .graph import Graph, Operand, Value
+from .types import dim_str, dtype_name
+
+
+def format_attr(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        text = repr(v)
+        return text if any(c in text for c in ".e") else text + ".0"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, torch.dtype):
+        return dtype_name(v)
+    if isinstance(v, (torch.layout, torch.memory_format)):
+        return str(v)
+    if isinstance(v, Operand):
+        return str(v)
+    if isinstance(v, sympy.Expr):
+        return dim_str(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(format_attr(x) for x in v) + "]"
+    raise TypeError(f"attribute value {v!r} of type {type(v).__name__} has no text form")
+
+
+def format_attrs(op: str, attrs) -> str:
+    """Attributes that differ from the op's defaults (nodes hold all of them)."""
+    from .ops import OPS, is_default_attr
+
+    shown = {k: v for k, v in attrs.items() if not (op in OPS and is_default_attr(op, k, v))}
+    if not shown:
+        return ""
+    return " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in shown.items()) + "}"
+
+
+def value_names(graph: Graph) -> dict[Value, str]:
+    names: dict[Value, str] = {}
+    counter = 0
+    for node in graph.inputs:
+        names[node.out] = node.name
+    for node in graph.nodes:
+        if node.name is not None and len(node.types) == 1:
+            names[node.out] = node.name
+            continue
+        for v in node.results:
+            names[v] = str(counter)
+            counter += 1
+    return names
+
+
+def print_graph(graph: Graph) -> str:
+    names = value_names(graph)
+    args = ", ".join(f"%{n.name}: {n.types[0]}" for n in graph.inputs)
+    lines = [f"graph @{graph.name}({args}) {{"]
+    for node in graph.nodes:
+        results = ", ".join(f"%{names[v]}" for v in node.results)
+        operands = "(" + ", ".join(f"%{names[v]}" for v in node.inputs) + ")" if node.inputs else ""
+        types = ", ".join(str(t) for t in node.types)
+        lines.append(f"  {results} = {node.op}{operands}{format_attrs(node.op, node.attrs)} : {types}")
+    lines.append("  return" + ("" if not graph.outputs else " " + ", ".join(f"%{names[v]}" for v in graph.outputs)))
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""One verifier for every invariant of a graph; run after each pass in tests."""
+
+from __future__ import annotations
+
+import sympy
+import torch
+
+from .graph import Graph, Node, Operand, Value
+from .ops import OPS, REQUIRED, Category, InferError, infer_types
+from .printer import format_attr, print_graph, value_names
+from .types import SymType, TensorType, free_symbols
+
+
+class VerifyError(ValueError):
+    """A graph breaks an IR invariant; the message names the node and the rule."""
+
+
+_ATTR_TYPES = (bool, int, float, str, type(None), torch.dtype, torch.layout, torch.memory_format, Operand, sympy.Expr)
+
+
+def _check_attr_value(v, where: str):
+    if isinstance(v, (tuple, list)):
+        for x in v:
+            _check_attr_value(x, where)
+    elif not isinstance(v, _ATTR_TYPES):
+        raise VerifyError(f"{where}: attribute value {v!r} of type {type(v).__name__} is not allowed")
+
+
+def _symbols_bound_by_inputs(graph: Graph) -> set[sympy.Symbol]:
+    bound = set()
+    for node in graph.inputs:
+        t = node.types[0]
+        dims = t.shape if isinstance(t, TensorType) else (t.expr,)
+        bound |= {d for d in dims if isinstance(d, sympy.Symbol)}
+    return bound
+
+
+def verify(graph: Graph) -> Graph:
+    """Check ``graph`` and return it; raise ``VerifyError`` on the first broken rule."""
+    names = _safe_names(graph)
+    defined: set[Value] = set()
+    seen_nodes: set[int] = set()
+    bound = _symbols_bound_by_inputs(graph)
+
+    def where(node: Node) -> str:
+        res = ", ".join(f"%{names.get(v, '?')}" for v in node.results)
+        return f"{res} = {node.op}"
+
+    for node in graph.inputs:
+        if node.op != "input" or len(node.types) != 1 or node.inputs:
+            raise VerifyError(f"graph input %{node.name} must be an 'input' node with one type")
+        defined.add(node.out)
+        seen_nodes.add(id(node))
+
+    for node in graph.nodes:
+        w = where(node)
+        if id(node) in seen_nodes:
+            raise VerifyError(f"{w}: node appears twice in the graph")
+        seen_nodes.add(id(node))
+        if node.op not in OPS:
+            raise VerifyError(f"{w}: unknown op '{node.op}'")
+        opdef = OPS[node.op]
+        if node.op == "input":
+            raise VerifyError(f"{w}: 'input' nodes belong in the graph's inputs, not its body")
+        for i, v in enumerate(node.inputs):
+            if v not in defined:
+                kind = "defined later (not in SSA order)" if any(v.node is n for n in graph.nodes) else "not defined in this graph"
+                raise VerifyError(f"{w}: operand {i} is {kind}")
+        if opdef.arity is not None and len(node.inputs) != opdef.arity:
+            raise VerifyError(f"{w}: takes {opdef.arity} operands, got {len(node.inputs)}")
+        for key in node.attrs:
+            if key not in opdef.attrs:
+                raise VerifyError(f"{w}: unknown attribute '{key}' (valid: {', '.join(opdef.attrs) or 'none'})")
+            _check_attr_value(node.attrs[key], w)
+        for key, default in opdef.attrs.items():
+            if default is REQUIRED and key not in node.attrs:
+                raise VerifyError(f"{w}: missing required attribute '{key}'")
+        if not node.types:
+            raise VerifyError(f"{w}: has no result types")
+        for t in node.types:
+            if not isinstance(t, (TensorType, SymType)):
+                raise VerifyError(f"{w}: result type {t!r} is not a TensorType or SymType")
+            if isinstance(t, TensorType) and t.strides is not None and len(t.strides) != t.rank:
+                raise VerifyError(f"{w}: {len(t.strides)} strides for rank {t.rank}")
+            unbound = free_symbols(t.shape if isinstance(t, TensorType) else (t.expr,)) - bound
+            if unbound:
+                raise VerifyError(f"{w}: size symbols {sorted(map(str, unbound))} are not bound by any graph input")
+        if node.op == "constant":
+            if node.name is None:
+                raise VerifyError(f"{w}: a constant needs a name")
+        elif opdef.category is Category.FALLBACK:
+            _verify_fallback(node, w)
+        else:
+            attrs = {k: node.attrs.get(k, d) for k, d in opdef.attrs.items()}
+            try:
+                expected = infer_types(node.op, [v.type for v in node.inputs], attrs)
+            except InferError as e:
+                raise VerifyError(f"{w}: {e}") from e
+            if len(expected) != len(node.types) or not all(
+                    e.same_value_type(t) for e, t in zip(expected, node.types)):
+                raise VerifyError(
+                    f"{w}: result type {', '.join(map(str, node.types))} does not match "
+                    f"the inferred {', '.join(map(str, expected))}")
+        defined.update(node.results)
+
+    for i, v in enumerate(graph.outputs):
+        if v not in defined:
+            raise VerifyError(f"output {i} is not defined in this graph")
+    for node in graph.nodes:
+        if node.op == "constant" and graph.constants and node.name not in graph.constants:
+            raise VerifyError(f"constant %{node.name} has no tensor in graph.constants")
+    return graph
+
+
+def _verify_fallback(node: Node, w: str):
+    from .fallback import resolve_target
+
+    target = node.attrs.get("target")
+    if not isinstance(target, str):
+        raise VerifyError(f"{w}: 'target' must be a string")
+    try:
+        resolve_target(target)
+    except ValueError as e:
+        raise VerifyError(f"{w}: {e}") from e
+    used = set()
+
+    def walk(t):
+        if isinstance(t, Operand):
+            used.add(t.index)
+        elif isinstance(t, (tuple, list)):
+            for x in t:
+                walk(x)
+
+    walk(node.attrs.get("args", ()))
+    walk(node.attrs.get("kwargs", ()))
+    if used != set(range(len(node.inputs))):
+        raise VerifyError(f"{w}: operands {sorted(used)} are referenced but it has {len(node.inputs)} inputs")
+
+
+def _safe_names(graph: Graph) -> dict[Value, str]:
+    # Names for messages; a broken graph can still be named, since naming reads no operands.
+    return value_names(graph)
