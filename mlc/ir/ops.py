@@ -66,7 +66,9 @@ def register(name, category, infer, ref, arity=1, attrs=None, doc=""):
 def complete_attrs(op: str, attrs: dict) -> dict:
     """``attrs`` with the op's defaults filled in (nodes always hold every attribute)."""
     defaults = OPS[op].attrs
-    return {**{k: d for k, d in defaults.items() if d is not REQUIRED}, **attrs}
+    out = {k: attrs.get(k, d) for k, d in defaults.items() if k in attrs or d is not REQUIRED}
+    out.update((k, v) for k, v in attrs.items() if k not in defaults)  # unknown: left for verify to report
+    return out
 
 
 def is_default_attr(op: str, key: str, value) -> bool:
