@@ -1,0 +1,375 @@
+"""Triton source for a fused region: the pointwise and the reduction template.
+
+A region is a small ``Graph`` (the body of a ``kernel`` node). Every value is computed at
+symbolic indices (see ``indexing``), starting from the outputs:
+
+- pointwise: one program handles ``BLOCK_SIZE`` elements of the outputs' common numel;
+- reduction: all reductions reduce the same dims of the same shape; a program handles
+  ``XBLOCK`` rows and walks the reduced dims in ``RBLOCK`` chunks, either once
+  (persistent: the row fits in one block) or in a loop per reduction (looped), recomputing
+  the reduction's pointwise producers instead of storing them.
+
+Arithmetic on fp16/bf16 values runs in fp32 registers; values are rounded only where the
+graph converts (``convert``) and where they are stored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import sympy
+import torch
+
+from ..ir.graph import Graph, Node, Value
+from ..ir.ops import OPS, REDUCTIONS, Category, promote
+from ..ir.types import TensorType, free_symbols, normalize_dim
+from . import indexing as ix
+from .exprs import GELU, HELPERS, POW_BY_CONSTANT, TRITON_EXPR
+
+
+class CodegenError(Exception):
+    """The region cannot be written as one kernel (the fusion pass then splits it)."""
+
+
+TL_DTYPE = {
+    torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
+    torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32", torch.int16: "tl.int16",
+    torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.bool: "tl.int1",
+}
+_PTR_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
+             torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8", torch.uint8: "u8",
+             torch.bool: "i1"}
+CODEGEN_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "argmax", "argmin", "any", "all"}
+CODEGEN_OPS = set(TRITON_EXPR) | {"gelu", "clamp", "convert", "div", "pow", "full", "arange", "view", "permute",
+                                  "expand", "slice", "select", "copy", "embedding", "gather", "index_select",
+                                  "index", "cat"} | CODEGEN_REDUCTIONS
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@dataclass
+class KernelSource:
+    """Everything needed to compile and launch one generated kernel."""
+
+    name: str
+    kind: str  # "pointwise" | "reduction"
+    source: str  # a whole Python module
+    arg_names: list[str]  # runtime arguments in order (constexprs excluded)
+    signature: dict[str, str]  # Triton types of the runtime arguments, for ahead-of-time compiles
+    symbols: list[sympy.Symbol]  # size symbols passed as arguments
+    numel: sympy.Expr | int  # pointwise: elements; reduction: rows
+    rnumel: sympy.Expr | int | None = None  # reduction: elements per row
+    persistent: bool = False
+    input_strided: list[list[int]] = field(default_factory=list)  # dims whose stride each input passes
+
+
+class _Writer:
+    def __init__(self, body: Graph):
+        self.body = body
+        self.lines: list[str] = []
+        self.indent = 1
+        self.counter = 0
+        self.memo: dict = {}
+        self.dtypes: dict[str, torch.dtype] = {}
+        self.helpers: set[str] = set()
+        self.users = body.users()
+        self.input_index = {n.out: k for k, n in enumerate(body.inputs)}
+        self.strided: list[set[int]] = [set() for _ in body.inputs]
+        self.mask = "mask"
+        self.cond: list[str] = []  # extra load conditions (inside a branch of cat)
+
+    def line(self, text: str):
+        self.lines.append("    " * self.indent + text)
+
+    def var(self, prefix: str, expr: str, dtype: torch.dtype) -> str:
+        name = f"{prefix}{self.counter}"
+        self.counter += 1
+        self.line(f"{name} = {expr}")
+        self.dtypes[name] = dtype
+        return name
+
+    def cast(self, v: str, dtype: torch.dtype) -> str:
+        dtype = compute_dtype(dtype)
+        if self.dtypes.get(v, dtype) == dtype or _is_literal(v):
+            return v
+        if dtype == torch.bool:
+            return f"({v} != 0)"
+        return f"{v}.to({TL_DTYPE[dtype]})"
+
+    # --- values -------------------------------------------------------------------------
+
+    def emit(self, value: Value, idx: list[str]) -> str:
+        key = (value, tuple(idx), tuple(self.cond), self.mask)
+        if key not in self.memo:
+            self.memo[key] = self._emit(value, idx)
+        return self.memo[key]
+
+    def _emit(self, value: Value, idx: list[str]) -> str:
+        node = value.node
+        t = value.type
+        if value in self.input_index:
+            return self._load(self.input_index[value], t, idx)
+        op, a = node.op, node.attrs
+        if op in REDUCTIONS:
+            return self.reduction_value(node, idx)
+        if op == "full":
+            return _literal(a["value"], t.dtype)
+        if op == "arange":
+            dt = compute_dtype(t.dtype)
+            return self.var("tmp", f"({a['start']} + {idx[0]} * {a['step']})", dt) if dt.is_floating_point else \
+                self.var("tmp", f"({ix.size(a['start'])} + {idx[0]} * {a['step']})", dt)
+        if op in ("view", "permute", "expand", "slice", "select", "copy"):
+            return self.emit(node.inputs[0], self._view_index(node, idx))
+        if op in ("embedding", "gather", "index_select", "index"):
+            return self._gather(node, idx)
+        if op == "cat":
+            return self._cat(node, idx)
+        if OPS[op].category is not Category.POINTWISE or op not in CODEGEN_OPS:
+            raise CodegenError(f"no Triton code for '{op}'")
+        return self._pointwise(node, idx)
+
+    def _load(self, k: int, t: TensorType, idx: list[str]) -> str:
+        terms = []
+        for d, (i, size) in enumerate(zip(idx, t.shape)):
+            if size == 1 or i == "0":
+                continue
+            self.strided[k].add(d)
+            terms.append(f"{i} * in{k}_stride{d}")
+        offset = " + ".join(terms) or "0"
+        mask = " & ".join([self.mask, *self.cond])
+        v = self.var("tmp", f"tl.load(in{k}_ptr + ({offset}), mask={mask}, other=0)", t.dtype)
+        if t.dtype == torch.bool:
+            v = self.var("tmp", f"{v} != 0", torch.bool)
+        return self.var("tmp", self.cast(v, t.dtype), compute_dtype(t.dtype)) if compute_dtype(t.dtype) != t.dtype else v
+
+    def _view_index(self, node: Node, idx: list[str]) -> list[str]:
+        x, out = node.inputs[0].type, node.types[0]
+        a = node.attrs
+        if node.op == "view":
+            return ix.reshape(idx, out.shape, x.shape)
+        if node.op == "permute":
+            return ix.permute(idx, [normalize_dim(d, x.rank) for d in a["dims"]])
+        if node.op == "expand":
+            return ix.broadcast(idx, out.shape, x.shape)
+        if node.op == "slice":
+            return ix.slice_(idx, a["dim"], a["start"], a["step"])
+        if node.op == "select":
+            dim = normalize_dim(a["dim"], x.rank)
+            return ix.select(idx, dim, a["index"], x.shape[dim])
+        return idx  # copy
+
+    def _gather(self, node: Node, idx: list[str]) -> list[str]:
+        x, index = node.inputs[0], node.inputs[1]
+        if node.op == "embedding":
+            i = self.cast(self.emit(index, idx[:-1]), torch.int64)
+            return self.emit(x, [i, idx[-1]])
+        dim = node.attrs.get("dim")
+        if node.op == "gather":
+            i = self.cast(self.emit(index, idx), torch.int64)
+            return self.emit(x, idx[:dim] + [i] + idx[dim + 1:])
+        if node.op == "index_select":
+            i = self.cast(self.emit(index, [idx[dim]] if index.type.rank else []), torch.int64)
+            return self.emit(x, idx[:dim] + [i] + idx[dim + 1:])
+        dims = list(node.attrs["dims"])
+        mid_rank = node.types[0].rank - (x.type.rank - len(dims))
+        mid = idx[dims[0]:dims[0] + mid_rank]
+        mid_shape = node.types[0].shape[dims[0]:dims[0] + mid_rank]
+        xi = list(idx[:dims[0]])
+        for d, t in zip(dims, node.inputs[1:]):
+            i = self.cast(self.emit(t, ix.broadcast(mid, mid_shape, t.type.shape)), torch.int64)
+            xi.append(self.var("idx", f"tl.where({i} < 0, {i} + {ix.size(x.type.shape[d])}, {i})", torch.int64))
+        return self.emit(x, xi + idx[dims[0] + mid_rank:])
+
+    def _cat(self, node: Node, idx: list[str]) -> str:
+        dim = node.attrs["dim"]
+        out_dtype = compute_dtype(node.types[0].dtype)
+        parts, start = [], 0
+        for v in node.inputs:
+            parts.append((start, v))
+            start = start + v.type.shape[dim]
+        result = None
+        for k, (begin, v) in reversed(list(enumerate(parts))):
+            end = parts[k + 1][0] if k + 1 < len(parts) else None
+            conds = ([f"({idx[dim]} >= {ix.size(begin)})"] if begin != 0 else []) + \
+                    ([f"({idx[dim]} < {ix.size(end)})"] if end is not None else [])
+            self.cond.extend(conds)
+            sub = list(idx)
+            sub[dim] = idx[dim] if begin == 0 else f"({idx[dim]} - {ix.size(begin)})"
+            val = self.cast(self.emit(v, sub), out_dtype)
+            del self.cond[len(self.cond) - len(conds):]
+            if result is None:
+                result = val
+            else:
+                result = self.var("tmp", f"tl.where({idx[dim]} < {ix.size(end)}, {val}, {result})", out_dtype)
+        return result
+
+    def _pointwise(self, node: Node, idx: list[str]) -> str:
+        out_t = node.types[0]
+        operands = [self.emit(v, ix.broadcast(idx, out_t.shape, v.type.shape)) for v in node.inputs]
+        op, a = node.op, node.attrs
+        if out_t.dtype == torch.bool and op != "where":
+            cd = compute_dtype(promote([v.type for v in node.inputs])) if node.inputs else torch.bool
+        else:
+            cd = compute_dtype(out_t.dtype)
+        if op == "convert":
+            v = operands[0]
+            if out_t.dtype == torch.bool:
+                return self.var("tmp", f"({v} != 0)", torch.bool)
+            expr = f"{v}.to({TL_DTYPE[out_t.dtype]})"
+            if out_t.dtype != cd:  # round to the low-precision type, then compute in fp32 again
+                expr += f".to({TL_DTYPE[cd]})"
+            return self.var("tmp", expr, cd)
+        args = [operands[0]] + [self.cast(o, cd) for o in operands[1:]] if op == "where" else \
+            [self.cast(o, cd) for o in operands]
+        if op == "gelu":
+            expr = GELU[a["approximate"]].format(*args)
+        elif op == "clamp":
+            expr = args[0]
+            if a["min"] is not None:
+                expr = f"tl.where({expr} < {a['min']!r}, {a['min']!r}, {expr})"
+            if a["max"] is not None:
+                expr = f"tl.where({expr} > {a['max']!r}, {a['max']!r}, {expr})"
+        elif op == "div":
+            expr = self._div(args, cd, a["rounding_mode"])
+        elif op == "pow":
+            expr = self._pow(node, args)
+        else:
+            expr = TRITON_EXPR[op].format(*args)
+            self.helpers.update(h for h in HELPERS if h + "(" in expr)
+        result_dtype = torch.bool if out_t.dtype == torch.bool else cd
+        return self.var("tmp", expr, result_dtype)
+
+    def _div(self, args, cd, mode) -> str:
+        a, b = args
+        if cd.is_floating_point:
+            q = f"({a} / {b})"
+            return {None: q, "trunc": TRITON_EXPR["trunc"].format(q), "floor": f"tl.floor({q})"}[mode]
+        if mode is None:
+            return f"({a}.to(tl.float32) / {b}.to(tl.float32))"
+        q = f"({a} // {b})"  # Triton truncates toward zero, like C
+        return q if mode == "trunc" else f"({q} - ((({a} % {b}) != 0) & (({a} < 0) != ({b} < 0))).to({TL_DTYPE[cd]}))"
+
+    def _pow(self, node: Node, args) -> str:
+        exp_node = node.inputs[1].node
+        if exp_node.op == "full" and exp_node.attrs["value"] in POW_BY_CONSTANT:
+            return POW_BY_CONSTANT[exp_node.attrs["value"]].format(args[0])
+        raise CodegenError("pow with an exponent that is not a small constant needs libdevice")
+
+    def reduction_value(self, node: Node, idx: list[str]) -> str:
+        raise CodegenError(f"reduction '{node.op}' in a pointwise kernel")
+
+
+def _is_literal(v: str) -> bool:
+    try:
+        float(v.replace("float('", "").replace("')", ""))
+        return True
+    except ValueError:
+        return v in ("True", "False")
+
+
+def _literal(value, dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "True" if value else "False"
+    if dtype.is_floating_point:
+        v = float(torch.tensor(float(value), dtype=dtype).item())  # rounded as the graph's dtype rounds it
+        return repr(v) if math.isfinite(v) else f"float('{v}')"
+    return str(int(value))
+
+
+# --------------------------------------------------------------------------------------
+# Templates
+# --------------------------------------------------------------------------------------
+
+def _header(name: str, w: _Writer, kind: str, sizes: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    body = w.body
+    ptrs = [f"in{k}_ptr" for k in range(len(body.inputs))] + [f"out{k}_ptr" for k in range(len(body.outputs))]
+    strides = [f"in{k}_stride{d}" for k in range(len(body.inputs)) for d in sorted(w.strided[k])]
+    sig = {}
+    for k, n in enumerate(body.inputs):
+        sig[f"in{k}_ptr"] = "*" + _PTR_TYPE[n.types[0].dtype]
+    for k, v in enumerate(body.outputs):
+        sig[f"out{k}_ptr"] = "*" + _PTR_TYPE[v.type.dtype]
+    for s in sizes + strides:
+        sig[s] = "i64" if "stride" in s else "i32"
+    return ptrs + sizes, strides, sig
+
+
+def kernel_name(body: Graph) -> str:
+    ops = []
+    for n in body.nodes:
+        if n.op not in ops and OPS[n.op].category not in (Category.VIEW, Category.CREATION):
+            ops.append(n.op)
+    return "fused_" + "_".join(ops[:6] or ["copy"]) + ("_etc" if len(ops) > 6 else "")
+
+
+def _symbols(body: Graph) -> list[sympy.Symbol]:
+    syms = set()
+    for n in (*body.inputs, *body.nodes):
+        for t in n.types:
+            syms |= free_symbols(t.shape)
+    for v in body.outputs:
+        syms |= free_symbols(v.type.shape)
+    return sorted(syms, key=str)
+
+
+def _numel(shape):
+    return ix._prod(shape)
+
+
+def generate(body: Graph, persistent_limit: int = 4096) -> KernelSource:
+    """Triton source for a region; raises ``CodegenError`` if it is not one kernel."""
+    reductions = [n for n in body.nodes if n.op in REDUCTIONS]
+    for n in body.nodes:
+        if n.op not in CODEGEN_OPS:
+            raise CodegenError(f"no Triton code for '{n.op}'")
+    if not body.outputs:
+        raise CodegenError("a kernel needs an output")
+    if reductions:
+        from .reduction import generate_reduction
+
+        return generate_reduction(body, reductions, persistent_limit)
+    return _generate_pointwise(body)
+
+
+def _generate_pointwise(body: Graph) -> KernelSource:
+    numel = _numel(body.outputs[0].type.shape)
+    for v in body.outputs:
+        if _numel(v.type.shape) != numel:
+            raise CodegenError("outputs of a pointwise kernel must have the same number of elements")
+    w = _Writer(body)
+    name = kernel_name(body)
+    w.line("pid = tl.program_id(0)")
+    w.line("offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)")
+    w.line("mask = offs < xnumel")
+    stores = []
+    for k, v in enumerate(body.outputs):
+        val = w.emit(v, ix.unravel("offs", v.type.shape))
+        stores.append((k, val, v.type))
+    w.line("")
+    for k, val, t in stores:
+        w.line(f"tl.store(out{k}_ptr + offs, {_store_value(w, val, t)}, mask=mask)")
+    symbols = _symbols(body)
+    args, strides, sig = _header(name, w, "pointwise", [str(s) for s in symbols] + ["xnumel"])
+    source = _module(name, w, args, strides, ["BLOCK_SIZE"])
+    return KernelSource(name, "pointwise", source, args + strides, sig, symbols, numel,
+                        input_strided=[sorted(s) for s in w.strided])
+
+
+def _store_value(w: _Writer, val: str, t: TensorType) -> str:
+    if _is_literal(val):
+        val = f"tl.full([BLOCK_SIZE], {val}, {TL_DTYPE[compute_dtype(t.dtype)]})"
+    return f"{val}.to({TL_DTYPE[t.dtype]})" if w.dtypes.get(val, t.dtype) != t.dtype or "tl.full" in val else val
+
+
+def _module(name: str, w: _Writer, args: list[str], strides: list[str], meta: list[str]) -> str:
+    head = ["import triton", "import triton.language as tl", "", ""]
+    for h in sorted(w.helpers):
+        head += [HELPERS[h], ""]
+    groups = [[a for a in args if a.endswith("_ptr")], [a for a in args if not a.endswith("_ptr")], strides,
+              [f"{m}: tl.constexpr" for m in meta]]  # pointers, sizes, strides, meta-parameters
+    params = ",\n    ".join(", ".join(g) for g in groups if g)
+    sig = [f"@triton.jit", f"def {name}(", f"    {params},", "):"]
+    return "\n".join(head + sig + w.lines) + "\n"

@@ -1,0 +1,202 @@
+"""The reduction template: rows x reduced elements, persistent or looped.
+
+All reductions in a region reduce the same dims ``D`` of the same shape ``F``. The kept dims
+index rows (``xindex``), the reduced dims index ``rindex``. A value is either full (shape
+``F``) or per row; per-row values are read only at their own row, which the index check in
+``reduction_value`` enforces. In the looped form each reduction is a loop over ``RBLOCK``
+chunks that recomputes its pointwise producers; full-shaped outputs get one last loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..ir.graph import Graph, Node
+from ..ir.ops import REDUCTIONS
+from ..ir.types import normalize_dim
+from . import indexing as ix
+from .kernel import (TL_DTYPE, CodegenError, KernelSource, _header, _is_literal, _module, _symbols, _Writer,
+                     compute_dtype, kernel_name)
+
+
+def _reduced_dims(node: Node) -> tuple[int, ...]:
+    x = node.inputs[0].type
+    if node.op in ("argmax", "argmin"):
+        dim = node.attrs["dim"]
+        return tuple(range(x.rank)) if dim is None else (normalize_dim(dim, x.rank),)
+    dims = node.attrs["dims"]
+    return tuple(range(x.rank)) if not dims else tuple(sorted({normalize_dim(d, x.rank) for d in dims}))
+
+
+class _ReductionWriter(_Writer):
+    def __init__(self, body: Graph, full_shape, dims, persistent: bool):
+        super().__init__(body)
+        self.F, self.D, self.persistent = full_shape, dims, persistent
+        self.K = [k for k in range(len(full_shape)) if k not in dims]
+        self.reduced: dict[Node, str] = {}
+        self.mask = "xmask & rmask"
+
+    def row_vars(self) -> list[str]:
+        return [f"x{k}" for k in self.K]
+
+    def full_index(self) -> list[str]:
+        return [f"x{k}" if k in self.K else f"r{k}" for k in range(len(self.F))]
+
+    def row_index(self, shape) -> list[str]:
+        return ix.reshape(self.row_vars(), [self.F[k] for k in self.K], shape)
+
+    def reduction_value(self, node: Node, idx: list[str]) -> str:
+        if idx != self.row_index(node.types[0].shape):
+            raise CodegenError(f"the result of '{node.op}' is read at another row than its own")
+        return self.reduced[node]  # computed in order, before anything reads it
+
+    # One reduction: in the persistent form its operand tile is in registers already; in the
+    # looped form each pass is a loop over the reduced elements.
+    def _reduce(self, node: Node) -> str:
+        x = node.inputs[0]
+        op = node.op
+        in_dt = compute_dtype(x.type.dtype)
+        acc_dt = torch.int64 if op in ("sum", "mean") and not in_dt.is_floating_point else in_dt
+        if op in ("amax", "amin", "argmax", "argmin") and not in_dt.is_floating_point:
+            raise CodegenError(f"'{op}' on integers is not generated")
+        if op in ("sum", "mean"):
+            total = self._pass(x, "0", acc_dt, lambda v: v, "+", "_add")
+            out = total if op == "sum" else self.var("red", f"{total} / rnumel", acc_dt)
+        elif op == "var":
+            mean = self.var("red", f"{self._pass(x, '0', acc_dt, lambda v: v, '+', '_add')} / rnumel", acc_dt)
+            sq = self._pass(x, "0", acc_dt, lambda v: f"({v} - {mean}) * ({v} - {mean})", "+", "_add")
+            out = self.var("red", f"{sq} / tl.maximum(rnumel - {node.attrs['correction']}, 0)", acc_dt)
+        elif op in ("amax", "amin"):
+            out = self._extreme(x, op == "amax", acc_dt)
+        elif op in ("argmax", "argmin"):
+            best = self._extreme(x, op == "argmax", acc_dt)
+            hit = f"(({{v}} == {best}) | (({{v}} != {{v}}) & ({best} != {best})))"
+            out = self._pass(x, "2147483647", torch.int64,
+                             lambda v: f"tl.where({hit.format(v=v)}, rindex, 2147483647)", "min", "_minimum",
+                             value_dt=in_dt)
+        elif op in ("any", "all"):
+            out = self._pass(x, "0" if op == "any" else "1", torch.int32,
+                             lambda v: f"({v} != 0).to(tl.int32)", "max" if op == "any" else "min",
+                             "_maximum" if op == "any" else "_minimum", value_dt=in_dt)
+            out = self.var("red", f"{out} != 0", torch.bool)
+        else:
+            raise CodegenError(f"no Triton code for reduction '{op}'")
+        return out
+
+    def _extreme(self, x, is_max: bool, dt) -> str:
+        helper = "_maximum" if is_max else "_minimum"
+        self.helpers.add(helper)
+        neutral = "float('-inf')" if is_max else "float('inf')"
+        return self._pass(x, neutral, dt, lambda v: v, helper, helper)
+
+    def _pass(self, x, neutral: str, acc_dt, transform, combine: str, combine_fn: str, value_dt=None) -> str:
+        """One pass over the reduced elements of ``x``; returns the per-row result ([XBLOCK, 1]).
+
+        ``combine`` joins a chunk into the loop's accumulator ("+", "min", "max" or a helper);
+        ``combine_fn`` is the helper that ``tl.reduce`` folds the row with at the end.
+        ``transform`` sees the value in ``value_dt`` (by default the accumulator's dtype).
+        """
+        value_dt = value_dt or acc_dt
+        tl_dt = TL_DTYPE[acc_dt]
+        self.helpers.add(combine_fn)
+
+        def masked(v):
+            return f"tl.where({self.mask}, {transform(v)}, {neutral})"
+
+        def finish(tile):
+            return self.var("red", f"tl.reduce({tile}, 1, {combine_fn})[:, None]", acc_dt)
+
+        if self.persistent:
+            v = self.cast(self.emit(x, self.full_index()), value_dt)
+            return finish(self.var("tmp", masked(v), acc_dt))
+        acc = self.var("acc", f"tl.full([XBLOCK, RBLOCK], {neutral}, {tl_dt})", acc_dt)
+        saved = self.memo
+        self.memo = {}
+        self.open_loop()
+        v = self.cast(self.emit(x, self.full_index()), value_dt)
+        m = masked(v)
+        if combine == "+":
+            self.line(f"{acc} = {acc} + {m}")
+        elif combine in ("min", "max"):
+            self.line(f"{acc} = tl.{combine}imum({acc}, {m})")
+        else:
+            self.line(f"{acc} = {combine}({acc}, {m})")
+        self.indent -= 1
+        self.memo = saved
+        return finish(acc)
+
+    def open_loop(self):
+        self.line("for roffset in range(0, rnumel, RBLOCK):")
+        self.indent += 1
+        self.line("rindex = roffset + tl.arange(0, RBLOCK)[None, :]")
+        self.line("rmask = rindex < rnumel")
+        self._unravel_r()
+
+    def _unravel_r(self):
+        for k, e in zip(self.D, ix.unravel("rindex", [self.F[k] for k in self.D])):
+            self.line(f"r{k} = {e}")
+
+
+def generate_reduction(body: Graph, reductions: list[Node], persistent_limit: int) -> KernelSource:
+    first = reductions[0]
+    F, D = first.inputs[0].type.shape, _reduced_dims(first)
+    for r in reductions[1:]:
+        if r.inputs[0].type.shape != F or _reduced_dims(r) != D:
+            raise CodegenError("reductions over different dims or shapes")
+    X = ix._prod([F[k] for k in range(len(F)) if k not in D])
+    R = ix._prod([F[k] for k in D])
+    if R == 1 or X == ix._prod(F):
+        raise CodegenError("a reduction over size-1 dims is a copy")
+    full, rows = [], []
+    for k, v in enumerate(body.outputs):
+        n = ix._prod(v.type.shape)
+        if n == ix._prod(F):
+            full.append((k, v))
+        elif n == X:
+            rows.append((k, v))
+        else:
+            raise CodegenError("an output that is neither full-sized nor one value per row")
+    persistent = isinstance(R, int) and _next_pow2(R) <= persistent_limit
+    w = _ReductionWriter(body, F, D, persistent)
+    w.line("pid = tl.program_id(0)")
+    w.line("xindex = pid * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
+    w.line("xmask = xindex < xnumel")
+    for k, e in zip(w.K, ix.unravel("xindex", [F[k] for k in w.K])):
+        w.line(f"x{k} = {e}")
+    if persistent:
+        w.line("rindex = tl.arange(0, RBLOCK)[None, :]")
+        w.line("rmask = rindex < rnumel")
+        w._unravel_r()
+    for r in (n for n in body.nodes if n.op in REDUCTIONS):
+        w.reduced[r] = w._reduce(r)
+    w.line("")
+    w.mask = "xmask"
+    for k, v in rows:
+        val = w.emit(v, w.row_index(v.type.shape))
+        w.line(f"tl.store(out{k}_ptr + xindex, {_store(w, val, v.type, '[XBLOCK, 1]')}, mask=xmask)")
+    if full:
+        w.mask = "xmask & rmask"
+        if not persistent:
+            w.memo = {}
+            w.open_loop()
+        for k, v in full:
+            idx = ix.reshape(w.full_index(), F, v.type.shape)
+            val = w.emit(v, idx)
+            offset = ix.ravel(idx, v.type.shape)
+            w.line(f"tl.store(out{k}_ptr + {offset}, {_store(w, val, v.type, '[XBLOCK, RBLOCK]')}, mask=xmask & rmask)")
+    symbols = _symbols(body)
+    name = kernel_name(body)
+    args, strides, sig = _header(name, w, "reduction", [str(s) for s in symbols] + ["xnumel", "rnumel"])
+    source = _module(name, w, args, strides, ["XBLOCK", "RBLOCK"])
+    return KernelSource(name, "reduction", source, args + strides, sig, symbols, X, R, persistent,
+                        input_strided=[sorted(s) for s in w.strided])
+
+
+def _store(w: _Writer, val: str, t, shape: str) -> str:
+    if _is_literal(val):
+        return f"tl.full({shape}, {val}, {TL_DTYPE[t.dtype]})"
+    return f"{val}.to({TL_DTYPE[t.dtype]})" if w.dtypes.get(val) != t.dtype else val
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
