@@ -29,6 +29,12 @@ class Operand:
         return f"${self.index}"
 
 
+def _freeze(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True, eq=False)
 class Node:
     """One operation. Equality is identity: two nodes are the same only if they are one."""
@@ -41,7 +47,14 @@ class Node:
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
-        object.__setattr__(self, "attrs", MappingProxyType(dict(self.attrs)))
+        # Lists become tuples: the parser reads ``[...]`` as a tuple, so a node built with
+        # ``shape=[s0, 8]`` must hold the same value as its parsed copy (and be immutable).
+        attrs = {k: _freeze(v) for k, v in self.attrs.items()}
+        from .ops import OPS, complete_attrs
+
+        if self.op in OPS:  # every node holds every attribute: the executor passes them all to the op's ref
+            attrs = complete_attrs(self.op, attrs)
+        object.__setattr__(self, "attrs", MappingProxyType(attrs))
         object.__setattr__(self, "types", tuple(self.types))
 
     @property

@@ -112,15 +112,17 @@ def _string_end(text: str, pos: int) -> int:
 def _parse_expr(text: str, cur: _Cursor, pos: int):
     if not text or not _EXPR_OK.match(text):
         raise cur.error(f"cannot read {text!r} as a value", pos)
-    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
     local = {}
-    for n in names:
+    # Left to right, with each name's own position: the first unknown name is the one
+    # reported, at its column (``text.index`` could find it inside an earlier name).
+    for m in re.finditer(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        n = m.group(0)
         if n in _EXPR_FUNCS:
             local[n] = _EXPR_FUNCS[n]
         elif re.fullmatch(r"[a-z][0-9]+", n):
             local[n] = sympy.Symbol(n, integer=True, positive=True)
         else:
-            raise cur.error(f"unknown name {n!r} in {text!r}", pos + text.index(n))
+            raise cur.error(f"unknown name {n!r} in {text!r}", pos + m.start())
     try:
         expr = sympy.sympify(text, locals=local)
     except (sympy.SympifyError, SyntaxError, TypeError) as e:
@@ -199,10 +201,11 @@ def parse_type(cur: _Cursor):
     shape = dims("]")
     strides = None
     if cur.text.startswith("{", cur.pos):
+        strides_pos = cur.pos
         cur.pos += 1
         strides = dims("}")
         if len(strides) != len(shape):
-            raise cur.error(f"{len(strides)} strides for {len(shape)} dims")
+            raise cur.error(f"{len(strides)} strides for {len(shape)} dims", strides_pos)
     device = "cpu"
     if cur.text.startswith("@", cur.pos):
         cur.pos += 1
@@ -227,13 +230,14 @@ def _parse_node_line(cur: _Cursor, b: GraphBuilder, env: dict[str, Value]):
         pos = cur.pos
         cur.expect("%", "a result such as %0")
         name = cur.match(_NAME, "a result name")
-        if name in env:
+        if name in env or any(name == r for r, _ in results):  # twice on one line counts too
             raise cur.error(f"value %{name} is defined twice", pos)
         results.append((name, pos))
         if not cur.accept(","):
             break
     cur.expect("=", "'='")
-    op_pos = cur.pos + 1
+    cur.skip_ws()  # so that op_pos is where the op name starts, however many spaces precede it
+    op_pos = cur.pos
     op = cur.match(r"[A-Za-z_][A-Za-z0-9_]*", "an op name")
     if op not in OPS:
         raise cur.error(f"unknown op '{op}'", op_pos)
@@ -249,7 +253,8 @@ def _parse_node_line(cur: _Cursor, b: GraphBuilder, env: dict[str, Value]):
     if cur.accept("{"):
         if not cur.accept("}"):
             while True:
-                key_pos = cur.pos + 1
+                cur.skip_ws()
+                key_pos = cur.pos
                 key = cur.match(r"[A-Za-z_][A-Za-z0-9_]*", "an attribute name")
                 if key in attrs:
                     raise cur.error(f"attribute '{key}' given twice", key_pos)
@@ -312,6 +317,8 @@ def parse_graphs(text: str, constants: dict[str, torch.Tensor] | None = None) ->
             if not cur.at_end():
                 raise cur.error("unexpected text after '{'")
         elif outputs is None:
+            if cur.peek("}"):
+                raise cur.error("missing 'return' before the '}' closing the graph")
             if cur.accept("return"):
                 outputs = []
                 if not cur.at_end():
@@ -342,5 +349,10 @@ def parse(text: str, constants: dict[str, torch.Tensor] | None = None) -> Graph:
     """Parse exactly one graph."""
     graphs = parse_graphs(text, constants)
     if len(graphs) != 1:
-        raise ParseError(f"expected one graph, found {len(graphs)}", 1, 1)
+        # Point at the second graph's header (at top level only headers start with 'graph').
+        headers = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.lstrip().startswith("graph")]
+        lineno, line = headers[1] if len(graphs) > 1 else (1, "")
+        hint = "; use parse_graphs to read several" if len(graphs) > 1 else ""
+        raise ParseError(f"expected one graph, found {len(graphs)}{hint}", lineno,
+                         len(line) - len(line.lstrip()) + 1, line)
     return graphs[0]

@@ -19,7 +19,7 @@ import sympy
 import torch
 
 from .graph import Graph, Operand, Value
-from .types import dim_str, dtype_name
+from .types import DTYPES_BY_NAME, dim_str, dtype_name
 
 
 def format_attr(v) -> str:
@@ -43,7 +43,10 @@ def format_attr(v) -> str:
     if isinstance(v, Operand):
         return str(v)
     if isinstance(v, sympy.Expr):
-        return dim_str(v)
+        text = dim_str(v)
+        # A size symbol may be spelled like a dtype (torch names unbacked sizes u0, u1, ..., u8);
+        # bare, the parser would read it back as that dtype, so parenthesize it.
+        return f"({text})" if text in DTYPES_BY_NAME else text
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(format_attr(x) for x in v) + "]"
     raise TypeError(f"attribute value {v!r} of type {type(v).__name__} has no text form")
@@ -56,7 +59,11 @@ def format_attrs(op: str, attrs) -> str:
     shown = {k: v for k, v in attrs.items() if not (op in OPS and is_default_attr(op, k, v))}
     if not shown:
         return ""
-    return " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in shown.items()) + "}"
+    # In the op table's order (unknown keys last), as the parser and builder store them:
+    # the text must not depend on the order a node's attrs happened to be given in.
+    order = list(OPS[op].attrs) if op in OPS else []
+    keys = sorted(shown, key=lambda k: order.index(k) if k in order else len(order))
+    return " {" + ", ".join(f"{k}={format_attr(shown[k])}" for k in keys) + "}"
 
 
 def value_names(graph: Graph) -> dict[Value, str]:
@@ -65,6 +72,8 @@ def value_names(graph: Graph) -> dict[Value, str]:
     for node in graph.inputs:
         names[node.out] = node.name
     for node in graph.nodes:
+        if node.results and node.results[0] in names:
+            continue  # a node listed twice (a broken graph, for the verifier's message) keeps its first name
         if node.name is not None and len(node.types) == 1:
             names[node.out] = node.name
             continue
