@@ -16,11 +16,13 @@ class Option:
     default: object
     env: str | None
     doc: str
+    types: tuple[type, ...] = ()  # what a value may be, if not just the default's type (bool)
 
 
 OPTIONS = [
     Option("dump_dir", None, "MLC_DUMP_DIR",
-           "directory to write the IR after each pass into, one file per pass, headed by its name and time"),
+           "directory to write the IR after each pass into, one file per pass, headed by its name and time",
+           types=(str, os.PathLike, type(None))),
     Option("verify", False, "MLC_VERIFY",
            "run the IR verifier after every pass (the test suite turns this on)"),
 ]
@@ -59,6 +61,11 @@ def make_options(mode: str | None = None, options: dict | None = None) -> Option
         default = known[name].default
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ValueError(f"mlc option '{name}' must be True or False, got {value!r}")
+        # Checked here, or a bad value fails deep inside a compile with no option named.
+        types = known[name].types
+        if types and not isinstance(value, types):
+            names = ", ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"mlc option '{name}' must be one of the types {names}; got {value!r}")
         values[name] = value
     return replace(Options(), mode=mode, **values)
 

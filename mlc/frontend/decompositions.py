@@ -2,8 +2,8 @@
 
 PyTorch's core ATen decompositions, plus the composites that mlc wants as primitives so
 that its fusion pass sees reductions and pointwise math (softmax, layer_norm, batch_norm).
-``gelu`` stays one op: it is pointwise already, and keeping it whole lets matmul epilogues
-match it by name.
+``gelu`` and ``silu`` stay one op each: they are pointwise already, and keeping them whole
+lets matmul epilogues match them by name (core ATen breaks ``silu`` into ``x * sigmoid(x)``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ _EXTRA = [
     aten._native_batch_norm_legit_no_training.default,
     aten.native_batch_norm.default,
 ]
-# gelu: see above. _scaled_dot_product_flash_attention_for_cpu: core's decomposition gives a
+# gelu, silu: see above. _scaled_dot_product_flash_attention_for_cpu: core's decomposition gives a
 # math forward whose saved logsumexp the real flash backward misreads, so gradients come out
 # wrong (checked with torch 2.13: max error 35 on a 2x4x8x16 causal attention). Kept whole,
 # attention runs as one ATen call in both directions.
-_KEEP = {aten.gelu.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
+_KEEP = {aten.gelu.default, aten.silu.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
 
 
 def decompositions() -> dict:

@@ -80,10 +80,11 @@ def import_fx(gm: torch.fx.GraphModule, name: str = "main") -> ImportedGraph:
         if node.op == "placeholder":
             if isinstance(val, torch.Tensor):
                 env[node] = b.input(node.name, tensor_type(val))
-            elif isinstance(val, torch.SymInt) and isinstance(sym_to_expr(val), sympy.Symbol):
-                env[node] = b.input(node.name, SymType(sym_to_expr(val)))
             elif _is_sym(val):
-                env[node] = sym_to_expr(val)  # a static size passed as an argument
+                # A size (symbolic, or static passed as an argument): the input binds its symbol
+                # at run time, and lowerings take it as an expression like any other size (a
+                # backward graph's slice bounds are such inputs).
+                env[node] = sym_to_expr(val)
                 b.input(node.name, SymType(sym_to_expr(val)))
             else:
                 raise UnsupportedGraph(f"input {node.name} of type {type(val).__name__} is not a tensor or size")
@@ -111,6 +112,10 @@ def _import_call(L: Lowerer, node: torch.fx.Node, env) -> Any:
         return None
     args = torch.fx.map_arg(node.args, lambda n: env[n])
     kwargs = torch.fx.map_arg(node.kwargs, lambda n: env[n])
+    if any(isinstance(a, complex) for a in torch.utils._pytree.tree_leaves((args, kwargs))):
+        # Attributes are real numbers (the text form has no complex ones), so neither a
+        # lowering (a `full` of the scalar) nor a fallback node can hold x + 2j.
+        raise UnsupportedGraph(f"{target} ({node.name}) takes a complex scalar")
     lowering = ATEN_TO_MLC.get(target)
     if lowering is not None:
         mark = len(L.b.nodes)

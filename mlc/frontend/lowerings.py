@@ -39,10 +39,10 @@ class Lowerer:
         """A python number as a 0-d tensor whose dtype does not change ``like``'s promotion."""
         if isinstance(value, Value):
             return value
-        if isinstance(value, sympy.Expr):
-            raise LoweringError("symbolic scalars as tensor operands are not supported")
         probe = torch.empty((1,), dtype=like.dtype, device="meta")
-        dtype = torch.result_type(probe, value)
+        # A symbolic size (mean's backward divides by one under dynamic shapes) promotes like
+        # the int it is; the full's value is bound when the graph runs.
+        dtype = torch.result_type(probe, 1 if isinstance(value, sympy.Expr) else value)
         return self.op("full", shape=(), value=value, dtype=dtype, device=like.device)
 
     def operands(self, *args) -> list[Value]:
@@ -169,6 +169,19 @@ def _slice(L, n, x, dim=0, start=None, end=None, step=1):
     return L.op("slice", x, dim=dim, start=start, end=end, step=step)
 
 
+def _slice_scatter(L, n, x, src, dim=0, start=None, end=None, step=1):
+    # The gradient of a slice (rotate-half in RoPE, split heads). Written as a cat of src and
+    # the parts of x around it, it stays in ops that later passes understand. A strided
+    # scatter has no such form.
+    if step != 1:
+        raise LoweringError("slice_scatter with a step")
+    dim = normalize_dim(dim, x.type.rank)
+    parts = [_slice(L, n, x, dim, 0, start) if start not in (None, 0) else None, src,
+             _slice(L, n, x, dim, end, None) if end is not None else None]
+    parts = [p for p in parts if p is src or (p is not None and p.type.shape[dim] != 0)]
+    return parts[0] if len(parts) == 1 else L.op("cat", *parts, dim=dim)
+
+
 def _select(L, n, x, dim, index):
     dim = normalize_dim(dim, x.type.rank)
     size = x.type.shape[dim]
@@ -288,6 +301,21 @@ def _addmm(L, n, bias, a, b, beta=1, alpha=1):
     return L.op("add", out, bias)
 
 
+def _scatter_value(L, n, x, dim, index, value):
+    # One value at one index per row is a one-hot (cross-entropy's backward builds one):
+    # where(arange == index, value, x), pointwise. Several indices per row have no such form.
+    rank = x.type.rank
+    dim = normalize_dim(dim, max(rank, 1))
+    if rank == 0 or index.type.shape != x.type.shape[:dim] + (1,) + x.type.shape[dim + 1:]:
+        raise LoweringError("scatter of other than one index per row")
+    if isinstance(value, sympy.Expr):
+        raise LoweringError("a scatter value that is not a constant")
+    size = x.type.shape[dim]
+    positions = L.op("arange", start=0, end=size, step=1, dtype=index.type.dtype, device=x.type.device)
+    positions = L.op("view", positions, shape=tuple(size if i == dim else 1 for i in range(rank)))
+    return L.op("where", L.op("eq", positions, index), L.scalar(value, x.type), x)
+
+
 def _gather(L, n, x, dim, index, sparse_grad=False):
     return L.op("gather", x, index, dim=normalize_dim(dim, x.type.rank))
 
@@ -364,10 +392,11 @@ ATEN_TO_MLC.update({
     aten.flatten.using_ints: _view,
     aten.expand.default: _expand,
     aten.permute.default: _permute, aten.transpose.int: _transpose, aten.t.default: _t,
-    aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.slice.Tensor: _slice, aten.slice_scatter.default: _slice_scatter, aten.select.int: _select,
     aten.split_with_sizes.default: _split, aten.split.Tensor: _split, aten.unbind.int: _unbind,
     aten.cat.default: _cat,
     aten.gather.default: _gather, aten.index_select.default: _index_select, aten.embedding.default: _embedding,
+    aten.scatter.value: _scatter_value,
     aten.index.Tensor: _index,
     aten.full.default: _full_from_meta(1), aten.full_like.default: _full_from_meta(1),
     aten.scalar_tensor.default: _full_from_meta(0),

@@ -1,0 +1,225 @@
+"""A small model zoo: the tests check mlc against eager on these, and bench/ times them.
+
+Each ``ModelSpec`` builds a fresh module and example inputs from a seed, so two builds give
+equal modules (one for eager, one to compile). Sizes are keyword arguments: the defaults are
+tiny so that the test suite stays fast on a laptop CPU; bench/ passes larger ones.
+Every model returns a single tensor, so ``out.float().square().mean()`` is a training loss
+(the classifier returns its cross-entropy loss itself).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --- models ---------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in=32, d_hidden=64, d_out=10):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, d_hidden)
+        self.fc2 = nn.Linear(d_hidden, d_hidden)
+        self.fc3 = nn.Linear(d_hidden, d_out)
+
+    def forward(self, x):
+        return self.fc3(F.gelu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class GPT2Block(nn.Module):
+    """Pre-norm transformer block as in GPT-2: causal attention through SDPA, GELU-tanh MLP."""
+
+    def __init__(self, d_model=32, n_heads=4):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.c_attn = nn.Linear(d_model, 3 * d_model)
+        self.c_proj = nn.Linear(d_model, d_model)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.c_fc = nn.Linear(d_model, 4 * d_model)
+        self.mlp_proj = nn.Linear(4 * d_model, d_model)
+
+    def attention(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+    def forward(self, x):
+        x = x + self.attention(self.ln_1(x))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm written out, as in the LLaMA reference code (computed in float32)."""
+
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaBlock(nn.Module):
+    """LLaMA-style block: RMSNorm (hand-written before attention, ``nn.RMSNorm`` before the MLP),
+    rotary embeddings (cos/sin tables, rotate-half), grouped-query attention written out
+    (matmul, causal mask, softmax), SwiGLU MLP ``w2(silu(w1 x) * w3 x)``."""
+
+    def __init__(self, d_model=32, n_heads=4, n_kv_heads=2, d_ff=64, max_seq=64):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = d_model // n_heads
+        self.attention_norm = RMSNorm(d_model)
+        self.wq = nn.Linear(d_model, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+        self.ffn_norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.w1 = nn.Linear(d_model, d_ff, bias=False)
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+        self.w3 = nn.Linear(d_model, d_ff, bias=False)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        angles = torch.outer(torch.arange(max_seq).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def rope(self, x, T):
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
+        return x * cos + rotate_half(x) * sin
+
+    def attention(self, x):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.rope(q, T), self.rope(k, T)
+        groups = self.n_heads // self.n_kv_heads
+        k = k.repeat_interleave(groups, dim=1)
+        # The same repetition written as expand + reshape, as some implementations do it.
+        v = v[:, :, None].expand(B, self.n_kv_heads, groups, T, self.head_dim).reshape(B, self.n_heads, T, -1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        probs = scores.masked_fill(mask, float("-inf")).float().softmax(dim=-1).type_as(q)
+        y = (probs @ v).transpose(1, 2).reshape(B, T, -1)
+        return self.wo(y)
+
+    def forward(self, x):
+        h = x + self.attention(self.attention_norm(x))
+        f = self.ffn_norm(h)
+        return h + self.w2(F.silu(self.w1(f)) * self.w3(f))
+
+
+class ConvBlock(nn.Module):
+    """Conv2d + BatchNorm2d + ReLU + max pooling, twice, then global average pooling and a linear head."""
+
+    def __init__(self, c_in=3, c=8, n_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, 2 * c, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(2 * c)
+        self.head = nn.Linear(2 * c, n_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class EmbeddingClassifier(nn.Module):
+    """Token embeddings, mean over the sequence, a linear classifier; returns the cross-entropy loss."""
+
+    def __init__(self, vocab=50, d_model=16, n_classes=5):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, tokens, targets):
+        h = torch.tanh(self.proj(self.embed(tokens).mean(dim=1)))
+        return F.cross_entropy(self.head(h), targets)
+
+
+# --- specs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one zoo model and its inputs.
+
+    ``make_inputs(batch, dtype, gen, **sizes)`` returns the inputs; floating ones take ``dtype``.
+    ``fallbacks`` are the ATen ops that run as mlc fallbacks (forward or backward);
+    ``ops`` are mlc ops its forward IR must contain.
+    """
+
+    name: str
+    make_model: Callable[..., nn.Module]
+    make_inputs: Callable[..., tuple]
+    fallbacks: frozenset[str] = frozenset()
+    ops: frozenset[str] = frozenset()
+
+    def build(self, batch: int = 2, dtype: torch.dtype = torch.float32, seed: int = 0, train: bool = False,
+              **sizes) -> tuple[nn.Module, tuple]:
+        """A fresh module (in ``dtype``, train or eval mode) and inputs, both from ``seed``.
+
+        ``sizes`` go to the model's constructor where it takes them, and to ``make_inputs``
+        (``d_model=64, seq=128``); the defaults of both agree.
+        """
+        takes = inspect.signature(self.make_model).parameters
+        torch.manual_seed(seed)
+        model = self.make_model(**{k: v for k, v in sizes.items() if k in takes}).to(dtype).train(train)
+        gen = torch.Generator().manual_seed(seed + 1)
+        return model, self.make_inputs(batch, dtype, gen, **sizes)
+
+
+def _features(batch, dtype, gen, d_in=32, **_):
+    return (torch.randn(batch, d_in, generator=gen).to(dtype),)
+
+
+def _sequence(batch, dtype, gen, d_model=32, seq=8, **_):
+    return (torch.randn(batch, seq, d_model, generator=gen).to(dtype),)
+
+
+def _images(batch, dtype, gen, c_in=3, hw=8, **_):
+    return (torch.randn(batch, c_in, hw, hw, generator=gen).to(dtype),)
+
+
+def _tokens(batch, dtype, gen, vocab=50, n_classes=5, seq=6, **_):
+    return (torch.randint(0, vocab, (batch, seq), generator=gen), torch.randint(0, n_classes, (batch,), generator=gen))
+
+
+MODELS: dict[str, ModelSpec] = {s.name: s for s in [
+    ModelSpec("mlp", MLP, _features, ops=frozenset({"mm", "add", "relu", "gelu"})),
+    # SDPA is kept whole on purpose (see mlc/frontend/decompositions.py).
+    ModelSpec("gpt2_block", GPT2Block, _sequence,
+              fallbacks=frozenset({"aten._scaled_dot_product_flash_attention_for_cpu.default",
+                                   "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}),
+              ops=frozenset({"mm", "var", "mean", "rsqrt", "gelu", "permute", "slice"})),
+    ModelSpec("llama_block", LlamaBlock, _sequence,
+              ops=frozenset({"mm", "bmm", "mean", "rsqrt", "silu", "cat", "neg", "slice", "amax", "exp", "where"})),
+    # Convolution and max pooling have no mlc ops yet.
+    ModelSpec("conv_block", ConvBlock, _images,
+              fallbacks=frozenset({"aten.convolution.default", "aten.convolution_backward.default",
+                                   "aten.max_pool2d_with_indices.default",
+                                   "aten.max_pool2d_with_indices_backward.default"}),
+              ops=frozenset({"var", "mean", "relu", "mm"})),
+    # The embedding's backward is a scatter-add (index_put with accumulate), which mlc has no op for.
+    ModelSpec("embedding_classifier", EmbeddingClassifier, _tokens, fallbacks=frozenset({"aten.index_put.default"}),
+              ops=frozenset({"embedding", "mean", "mm", "tanh", "amax", "gather"})),
+]}
