@@ -67,6 +67,8 @@ def _same_attr(a, b) -> bool:
         return isinstance(b, float) and math.isnan(b)
     if isinstance(a, sympy.Expr):
         return a == b  # a size may come back as an int (sympy.Integer(3) == 3)
+    if isinstance(a, Graph):  # a kernel's body: graphs are equal when they print the same
+        return isinstance(b, Graph) and str(a) == str(b)
     return type(a) is type(b) and a == b
 
 
@@ -252,6 +254,22 @@ def _aten(b, op):
     return [fma, indices, top, narrow]
 
 
+def _kernel(b, op):
+    # A fused region: a softmax-like body over a symbolic number of rows, and a second
+    # kernel that reads the first one's result.
+    x, bias = b.input("x", T(F32, S0, 8)), b.input("bias", T(F32, 8))
+    body = GraphBuilder("fused_add_amax_sub_exp")
+    bx, bb = body.input("in0", T(F32, S0, 8)), body.input("in1", T(F32, 8))
+    s = body.op("add", bx, bb)
+    m = body.op("amax", s, dims=(1,), keepdim=True)
+    e = body.op("exp", body.op("sub", s, m))
+    k1 = b.add(op, [x, bias], {"body": body.build([e, m])}).results
+    body2 = GraphBuilder("fused_neg")
+    body2_out = body2.op("neg", body2.input("in0", T(F32, S0, 8)))
+    k2 = b.add(op, [k1[0]], {"body": body2.build([body2_out])}).out
+    return [k2, k1[1]]
+
+
 INT_ONLY = {"bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor"}
 
 # Ops whose generic example does not fit, or that need more than one.
@@ -286,6 +304,7 @@ EXAMPLES: dict[str, list[Builder]] = {
     "arange": [_arange],
     "symint": [_symint],
     "aten": [_aten],
+    "kernel": [_kernel],
 }
 
 

@@ -138,9 +138,11 @@ class _Writer:
                 continue
             self.strided[k].add(d)
             terms.append(f"{i} * in{k}_stride{d}")
-        offset = " + ".join(terms) or "0"
-        mask = " & ".join([self.mask, *self.cond])
-        v = self.var("tmp", f"tl.load(in{k}_ptr + ({offset}), mask={mask}, other=0)", t.dtype)
+        if terms:
+            mask = " & ".join([self.mask, *self.cond])
+            v = self.var("tmp", f"tl.load(in{k}_ptr + ({' + '.join(terms)}), mask={mask}, other=0)", t.dtype)
+        else:  # one element, always in bounds: a scalar that broadcasts
+            v = self.var("tmp", f"tl.load(in{k}_ptr)", t.dtype)
         if t.dtype == torch.bool:
             v = self.var("tmp", f"{v} != 0", torch.bool)
         return self.var("tmp", self.cast(v, t.dtype), compute_dtype(t.dtype)) if compute_dtype(t.dtype) != t.dtype else v

@@ -97,6 +97,7 @@ class Graph:
     nodes: tuple[Node, ...]
     outputs: tuple[Value, ...]
     constants: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # decisions a pass wants a user to be able to see (not printed)
 
     def __str__(self) -> str:
         from .printer import print_graph

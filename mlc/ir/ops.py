@@ -36,6 +36,7 @@ class Category(str, Enum):
     CREATION = "creation"  # makes a tensor from attributes alone
     SYM = "sym"  # symbolic integers
     FALLBACK = "fallback"  # an ATen op mlc does not know, run by PyTorch
+    KERNEL = "kernel"  # a fused region: its body graph becomes one generated kernel
 
 
 REQUIRED = object()
@@ -169,7 +170,10 @@ def _reduce_dims(x: TensorType, attrs) -> tuple[int, ...]:
     dims = attrs["dims"]
     if dims is None or dims == ():
         return tuple(range(x.rank))
-    return tuple(sorted({normalize_dim(d, x.rank) for d in dims}))
+    normalized = [normalize_dim(d, x.rank) for d in dims]
+    if len(set(normalized)) != len(normalized):  # torch rejects a repeated dim; so must the verifier
+        raise InferError(f"dims {list(dims)} name a dim twice")
+    return tuple(sorted(normalized))
 
 
 def _reduced_shape(x: TensorType, dims, keepdim) -> tuple:
@@ -199,6 +203,8 @@ def _mean_dtype(d):
 
 def arg_reduce_rule(in_types, attrs):
     (x,) = _tensors(in_types)
+    if x.dtype == torch.bool:  # torch.argmax refuses b8 (max.dim accepts it, and so falls back)
+        raise InferError(f"argmax/argmin of a b8 tensor: {x}")
     dim = attrs["dim"]
     dims = tuple(range(x.rank)) if dim is None else (normalize_dim(dim, x.rank),)
     shape = _reduced_shape(x, dims, attrs["keepdim"]) if dim is not None or attrs["keepdim"] else ()
@@ -308,6 +314,8 @@ def index_select_rule(in_types, attrs):
     dim = normalize_dim(attrs["dim"], x.rank)
     if idx.rank > 1:
         raise InferError(f"index_select: index must be 0-d or 1-d, got {idx}")
+    if x.rank == 0:  # torch picks the one element of a 0-d tensor and keeps it 0-d
+        return x.with_()
     n = idx.shape[0] if idx.rank else 1
     return x.with_(shape=x.shape[:dim] + (n,) + x.shape[dim + 1:])
 
@@ -346,6 +354,23 @@ def arange_rule(in_types, attrs):
 
 def sym_rule(in_types, attrs):
     return SymType(attrs["expr"])
+
+
+def kernel_rule(in_types, attrs):
+    body = attrs["body"]
+    if len(in_types) != len(body.inputs):
+        raise InferError(f"kernel: {len(in_types)} operands for a body with {len(body.inputs)} inputs")
+    for k, (t, n) in enumerate(zip(in_types, body.inputs)):
+        if not n.types[0].same_value_type(t):
+            raise InferError(f"kernel: operand {k} is {t} but the body's input {k} is {n.types[0]}")
+    return tuple(v.type.with_() if isinstance(v.type, TensorType) else v.type for v in body.outputs)
+
+
+def _ref_kernel(*inputs, body):
+    from ..runtime.reference import run_reference
+
+    out = run_reference(body, list(inputs))
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def no_infer(in_types, attrs):
@@ -390,6 +415,8 @@ def _ref_gelu(x, approximate):
 
 
 def _ref_clamp(x, min, max):
+    if min is None and max is None:  # unbounded both ways (torch.clamp refuses this)
+        return x.clone()
     return torch.clamp(x, min, max)
 
 
@@ -409,7 +436,10 @@ def _ref_fallback(*tensors, target, args, kwargs, pick):
     from .fallback import call_aten
 
     out = call_aten(target, args, kwargs, tensors)
-    return out if pick is None else tuple(out[i] for i in pick)
+    if pick is None:
+        return out
+    # A node with one result gets the tensor itself, as every other op's ref gives it.
+    return out[pick[0]] if len(pick) == 1 else tuple(out[i] for i in pick)
 
 
 # ---------------------------------------------------------------------------------------
@@ -516,6 +546,9 @@ register("aten", Category.FALLBACK, no_infer, _ref_fallback, arity=None,
          attrs={"target": REQUIRED, "args": (), "kwargs": (), "pick": None},
          doc="an ATen op mlc does not compile, run by PyTorch; $i in args marks the i-th input, "
              "pick lists which items of a tuple result are the node's results")
+
+register("kernel", Category.KERNEL, kernel_rule, _ref_kernel, arity=None, attrs={"body": REQUIRED},
+         doc="a fused region, printed inline; its body becomes one generated kernel")
 
 POINTWISE = frozenset(n for n, o in OPS.items() if o.category is P)
 REDUCTIONS = frozenset(n for n, o in OPS.items() if o.category is R)

@@ -223,7 +223,7 @@ def _parse_value_ref(cur: _Cursor, env: dict[str, Value]) -> Value:
     return env[name]
 
 
-def _parse_node_line(cur: _Cursor, b: GraphBuilder, env: dict[str, Value]):
+def _parse_node_line(cur: _Cursor, b: GraphBuilder, env: dict[str, Value], lines: "_Lines"):
     results = []
     while True:
         cur.skip_ws()
@@ -241,6 +241,8 @@ def _parse_node_line(cur: _Cursor, b: GraphBuilder, env: dict[str, Value]):
     op = cur.match(r"[A-Za-z_][A-Za-z0-9_]*", "an op name")
     if op not in OPS:
         raise cur.error(f"unknown op '{op}'", op_pos)
+    if op == "kernel":
+        return _parse_kernel(cur, b, env, results, lines)
     inputs = []
     if cur.accept("("):
         if not cur.accept(")"):
@@ -282,18 +284,93 @@ def _parse_node_line(cur: _Cursor, b: GraphBuilder, env: dict[str, Value]):
         env[name] = v
 
 
+class _Lines:
+    """The text's lines as cursors, skipping blank lines and whole-line ``//`` comments."""
+
+    def __init__(self, text: str):
+        self.raw = text.splitlines()
+        self.lineno = 0
+
+    def next(self) -> _Cursor | None:
+        while self.lineno < len(self.raw):
+            self.lineno += 1
+            line = self.raw[self.lineno - 1]
+            line = "" if line.lstrip().startswith("//") else line.rstrip()
+            cur = _Cursor(line, self.lineno)
+            if not cur.at_end():
+                return cur
+        return None
+
+
+def _parse_kernel(cur: _Cursor, b: GraphBuilder, env: dict[str, Value], results, lines: _Lines):
+    """``%r = kernel @name(%a, %b) : T {`` then the body's nodes, ``yield ...`` and ``}``."""
+    cur.expect("@", "'@' and the kernel's name")
+    name = cur.match(r"[A-Za-z_][A-Za-z0-9_]*", "a kernel name")
+    cur.expect("(", "'(' and the kernel's operands")
+    inputs, operand_names = [], []
+    if not cur.accept(")"):
+        while True:
+            cur.skip_ws()
+            pos = cur.pos
+            v = _parse_value_ref(cur, env)
+            if v in inputs:
+                raise cur.error("a value is passed to a kernel twice", pos)
+            inputs.append(v)
+            operand_names.append(cur.text[pos + 1:cur.pos])
+            if cur.accept(")"):
+                break
+            cur.expect(",", "',' or ')'")
+    cur.expect(":", "':' and the result types")
+    types = [parse_type(cur)]
+    while cur.accept(","):
+        types.append(parse_type(cur))
+    cur.expect("{", "'{' opening the kernel's body")
+    if not cur.at_end():
+        raise cur.error("unexpected text after '{'")
+    if len(types) != len(results):
+        raise cur.error(f"{len(results)} results but {len(types)} types", results[0][1])
+    body_b = GraphBuilder(name)
+    # The body's inputs are in0, in1, ... as the fusion pass names them; in the text they
+    # appear under the names of the kernel's operands.
+    body_env = {n: body_b.input(f"in{k}", v.type) for k, (n, v) in enumerate(zip(operand_names, inputs))}
+    start = cur
+    while True:
+        line = lines.next()
+        if line is None:
+            raise ParseError("unexpected end of text: expected 'yield' closing the kernel", lines.lineno + 1, 1)
+        if line.accept("yield"):
+            outputs = []
+            if not line.at_end():
+                while True:
+                    outputs.append(_parse_value_ref(line, body_env))
+                    if line.at_end():
+                        break
+                    line.expect(",", "',' between yielded values")
+            break
+        if line.peek("}"):
+            raise line.error("missing 'yield' before the '}' closing the kernel")
+        _parse_node_line(line, body_b, body_env, lines)
+    close = lines.next()
+    if close is None:
+        raise ParseError("unexpected end of text: expected '}' closing the kernel", lines.lineno + 1, 1)
+    close.expect("}", "'}' closing the kernel")
+    if not close.at_end():
+        raise close.error("unexpected text after '}'")
+    if len(outputs) != len(types):
+        raise start.error(f"the kernel yields {len(outputs)} values but declares {len(types)} types", results[0][1])
+    node = b.append(Node("kernel", inputs, {"body": body_b.build(outputs)}, types))
+    for (res, _), v in zip(results, node.results):
+        env[res] = v
+
+
 def parse_graphs(text: str, constants: dict[str, torch.Tensor] | None = None) -> list[Graph]:
     """Parse every graph in ``text``. ``constants`` supplies tensors for constant nodes by name."""
     graphs: list[Graph] = []
     b: GraphBuilder | None = None
     env: dict[str, Value] = {}
     outputs = None
-    lineno = 0
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = "" if raw.lstrip().startswith("//") else raw.rstrip()  # whole-line comments
-        cur = _Cursor(line, lineno)
-        if cur.at_end():
-            continue
+    lines = _Lines(text)
+    while (cur := lines.next()) is not None:
         if b is None:
             cur.expect("graph", "'graph @name(...) {'")
             cur.expect("@", "'@' and the graph's name")
@@ -328,7 +405,7 @@ def parse_graphs(text: str, constants: dict[str, torch.Tensor] | None = None) ->
                             break
                         cur.expect(",", "',' between returned values")
             else:
-                _parse_node_line(cur, b, env)
+                _parse_node_line(cur, b, env, lines)
         else:
             cur.expect("}", "'}' closing the graph")
             if not cur.at_end():
@@ -341,7 +418,7 @@ def parse_graphs(text: str, constants: dict[str, torch.Tensor] | None = None) ->
             b = None
     if b is not None:
         what = "'return'" if outputs is None else "'}'"
-        raise ParseError(f"unexpected end of text: expected {what}", lineno + 1, 1)
+        raise ParseError(f"unexpected end of text: expected {what}", lines.lineno + 1, 1)
     return graphs
 
 

@@ -66,11 +66,17 @@ def format_attrs(op: str, attrs) -> str:
     return " {" + ", ".join(f"{k}={format_attr(shown[k])}" for k in keys) + "}"
 
 
-def value_names(graph: Graph) -> dict[Value, str]:
-    names: dict[Value, str] = {}
-    counter = 0
-    for node in graph.inputs:
-        names[node.out] = node.name
+def value_names(graph: Graph, names: dict[Value, str] | None = None, counter: list[int] | None = None,
+                outer: list[str] | None = None) -> dict[Value, str]:
+    """Names for every value: inputs and constants by name, the rest numbered in order.
+
+    A kernel's body continues the numbering, and its inputs take the names of the kernel's
+    operands (``outer``), so a dump reads as one listing.
+    """
+    names = {} if names is None else names
+    counter = [0] if counter is None else counter
+    for k, node in enumerate(graph.inputs):
+        names[node.out] = outer[k] if outer is not None and k < len(outer) else node.name
     for node in graph.nodes:
         if node.results and node.results[0] in names:
             continue  # a node listed twice (a broken graph, for the verifier's message) keeps its first name
@@ -78,20 +84,34 @@ def value_names(graph: Graph) -> dict[Value, str]:
             names[node.out] = node.name
             continue
         for v in node.results:
-            names[v] = str(counter)
-            counter += 1
+            names[v] = str(counter[0])
+            counter[0] += 1
+        body = node.attrs.get("body") if node.op == "kernel" else None
+        if isinstance(body, Graph):
+            value_names(body, names, counter, [names.get(v, "?") for v in node.inputs])
     return names
+
+
+def _print_nodes(graph: Graph, names: dict[Value, str], indent: str, lines: list[str]):
+    for node in graph.nodes:
+        results = ", ".join(f"%{names[v]}" for v in node.results)
+        operands = "(" + ", ".join(f"%{names.get(v, '?')}" for v in node.inputs) + ")" if node.inputs else ""
+        types = ", ".join(str(t) for t in node.types)
+        body = node.attrs.get("body") if node.op == "kernel" else None
+        if isinstance(body, Graph):
+            lines.append(f"{indent}{results} = kernel @{body.name}{operands or '()'} : {types} {{")
+            _print_nodes(body, names, indent + "  ", lines)
+            lines.append(f"{indent}  yield " + ", ".join(f"%{names[v]}" for v in body.outputs))
+            lines.append(f"{indent}}}")
+            continue
+        lines.append(f"{indent}{results} = {node.op}{operands}{format_attrs(node.op, node.attrs)} : {types}")
 
 
 def print_graph(graph: Graph) -> str:
     names = value_names(graph)
     args = ", ".join(f"%{n.name}: {n.types[0]}" for n in graph.inputs)
     lines = [f"graph @{graph.name}({args}) {{"]
-    for node in graph.nodes:
-        results = ", ".join(f"%{names[v]}" for v in node.results)
-        operands = "(" + ", ".join(f"%{names[v]}" for v in node.inputs) + ")" if node.inputs else ""
-        types = ", ".join(str(t) for t in node.types)
-        lines.append(f"  {results} = {node.op}{operands}{format_attrs(node.op, node.attrs)} : {types}")
+    _print_nodes(graph, names, "  ", lines)
     lines.append("  return" + ("" if not graph.outputs else " " + ", ".join(f"%{names[v]}" for v in graph.outputs)))
     lines.append("}")
     return "\n".join(lines)

@@ -21,6 +21,8 @@ _ATTR_TYPES = (bool, int, float, str, type(None), torch.dtype, torch.layout, tor
 
 
 def _check_attr_value(v, where: str):
+    if isinstance(v, Graph):
+        raise VerifyError(f"{where}: only a kernel's 'body' may hold a graph")
     if isinstance(v, (tuple, list)):
         for x in v:
             _check_attr_value(x, where)
@@ -107,7 +109,10 @@ def verify(graph: Graph) -> Graph:
         for key in node.attrs:
             if key not in opdef.attrs:
                 raise VerifyError(f"{w}: unknown attribute '{key}' (valid: {', '.join(opdef.attrs) or 'none'})")
-            _check_attr_value(node.attrs[key], w)
+            if node.op == "kernel" and key == "body":
+                _verify_body(node, w)
+            else:
+                _check_attr_value(node.attrs[key], w)
         for key, default in opdef.attrs.items():
             if default is REQUIRED and key not in node.attrs:
                 raise VerifyError(f"{w}: missing required attribute '{key}'")
@@ -151,6 +156,19 @@ def verify(graph: Graph) -> Graph:
         if not actual.same_value_type(node.types[0]):
             raise VerifyError(f"constant %{node.name} is typed {node.types[0]} but its tensor is {actual}")
     return graph
+
+
+def _verify_body(node: Node, w: str):
+    body = node.attrs["body"]
+    if not isinstance(body, Graph):
+        raise VerifyError(f"{w}: 'body' must be a graph")
+    try:
+        verify(body)
+    except VerifyError as e:
+        raise VerifyError(f"{w} @{body.name}: {e}") from e
+    for n in body.nodes:
+        if n.op in ("kernel", "constant"):
+            raise VerifyError(f"{w} @{body.name}: a kernel's body cannot hold a {n.op}")
 
 
 def _verify_fallback(node: Node, w: str):
