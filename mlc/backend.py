@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from typing import Any, Callable
@@ -15,24 +16,47 @@ from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
 from .ir.graph import Graph
 from .options import Options, make_options
 from .passes import PIPELINE, PassRecord, run_passes
+from .ir.types import TensorType
+from .runtime.plan import Plan
 from .runtime.reference import run_reference
 
 _graph_ids = itertools.count()
 
 
 class CompiledGraph:
-    """What a compiled FX graph becomes: a callable taking its inputs as one list (boxed)."""
+    """What a compiled FX graph becomes: a callable taking its inputs as one list (boxed).
 
-    def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord]):
+    It replays a launch plan of generated kernels when they can run (a GPU, or Triton's
+    interpreter with ``interpret=True``); otherwise the reference executor runs the graph
+    op by op, with a warning.
+    """
+
+    def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord], opts: Options):
         # An instance attribute: AOT autograd's wrappers copy __dict__, not class attributes.
         self._boxed_call = True
         self.graph = graph
         self.output_spec = output_spec
         self.passes = passes
+        self.plan: Plan | None = None
+        if opts.interpret or _on_gpu(graph):
+            self.plan = Plan(graph, interpret=opts.interpret)
+        else:
+            _warn_no_kernels()
 
     def __call__(self, args: list) -> list:
-        outs = run_reference(self.graph, args)
+        outs = self.plan(args) if self.plan is not None else run_reference(self.graph, args)
         return [outs[s] if isinstance(s, int) else s[1] for s in self.output_spec]
+
+
+def _on_gpu(graph: Graph) -> bool:
+    return any(isinstance(t, TensorType) and t.device.startswith("cuda") for n in graph.inputs for t in n.types)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_kernels():
+    warnings.warn("mlc: graphs on CPU tensors run op by op through torch (the reference executor); "
+                  "set MLC_INTERPRET=1 or options={'interpret': True} to run mlc's Triton kernels in "
+                  "Triton's interpreter", stacklevel=3)
 
 
 def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
@@ -48,7 +72,7 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
         on_import(imported.graph)
     records: list[PassRecord] = []
     graph = run_passes(imported.graph, PIPELINE, verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
-    return CompiledGraph(graph, imported.output_spec, records)
+    return CompiledGraph(graph, imported.output_spec, records, opts)
 
 
 def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None,

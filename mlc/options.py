@@ -25,6 +25,9 @@ OPTIONS = [
            types=(str, os.PathLike, type(None))),
     Option("verify", False, "MLC_VERIFY",
            "run the IR verifier after every pass (the test suite turns this on)"),
+    Option("interpret", False, "MLC_INTERPRET",
+           "run generated kernels on CPU tensors in Triton's interpreter; without it, CPU graphs run "
+           "op by op through torch (with a warning), since Triton kernels need a GPU"),
 ]
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -34,6 +37,7 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 class Options:
     dump_dir: str | None = None
     verify: bool = False
+    interpret: bool = False
     mode: str = "default"
 
 

@@ -89,6 +89,14 @@ def _remainder(a, b):
     r = a % b
     return tl.where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
 ''',
+    "_to_bf16": '''@triton.jit
+def _to_bf16(x):
+    # fp32 -> bf16 rounding to nearest even, spelled out: GPUs round so, but Triton 3.9's
+    # CPU interpreter truncates. Written here, both agree with torch.
+    bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True).to(tl.bfloat16)
+''',
     "_maximum": '''@triton.jit
 def _maximum(a, b):
     # max that propagates NaN, as torch.amax does

@@ -14,8 +14,35 @@ from ..ir.types import Dim
 
 
 def size(d: Dim) -> str:
-    text = str(d).replace(" ", "")
-    return text if isinstance(d, int) else f"({text})"
+    """A dim as Triton code; size symbols are kernel arguments of the same name."""
+    return str(d) if isinstance(d, int) else _code(sympy.sympify(d))
+
+
+def _code(e: sympy.Expr) -> str:
+    if e.is_Integer:
+        return str(int(e))
+    if e.is_Symbol:
+        return e.name
+    if isinstance(e, sympy.Add):
+        return "(" + " + ".join(_code(a) for a in e.args) + ")"
+    if isinstance(e, sympy.Mul) and all(a.is_Integer or not a.is_Rational for a in e.args):
+        return "(" + " * ".join(_code(a) for a in e.args) + ")"
+    if isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:  # Triton tensors have no **
+        return "(" + " * ".join([_code(e.base)] * int(e.exp)) + ")"
+    if isinstance(e, sympy.floor):
+        num, den = sympy.fraction(sympy.together(e.args[0]))
+        return f"({_code(num)} // {_code(den)})"
+    if isinstance(e, sympy.Mod):
+        return f"({_code(e.args[0])} % {_code(e.args[1])})"
+    if isinstance(e, (sympy.Max, sympy.Min)):
+        fn = "tl.maximum" if isinstance(e, sympy.Max) else "tl.minimum"
+        out = _code(e.args[0])
+        for a in e.args[1:]:
+            out = f"{fn}({out}, {_code(a)})"
+        return out
+    from .kernel import CodegenError
+
+    raise CodegenError(f"no Triton code for the size expression {e}")
 
 
 def _prod(dims) -> Dim:

@@ -91,6 +91,13 @@ class _Writer:
         self.dtypes[name] = dtype
         return name
 
+    def convert(self, v: str, dtype: torch.dtype) -> str:
+        """Code converting ``v`` to ``dtype`` (exactly as torch rounds)."""
+        if dtype == torch.bfloat16 and self.dtypes.get(v) != torch.bfloat16:
+            self.helpers.add("_to_bf16")
+            return f"_to_bf16({v})"
+        return f"{v}.to({TL_DTYPE[dtype]})"
+
     def cast(self, v: str, dtype: torch.dtype) -> str:
         dtype = compute_dtype(dtype)
         if self.dtypes.get(v, dtype) == dtype or _is_literal(v):
@@ -220,7 +227,7 @@ class _Writer:
             v = operands[0]
             if out_t.dtype == torch.bool:
                 return self.var("tmp", f"({v} != 0)", torch.bool)
-            expr = f"{v}.to({TL_DTYPE[out_t.dtype]})"
+            expr = self.convert(v, out_t.dtype)
             if out_t.dtype != cd:  # round to the low-precision type, then compute in fp32 again
                 expr += f".to({TL_DTYPE[cd]})"
             return self.var("tmp", expr, cd)
@@ -273,6 +280,9 @@ def _is_literal(v: str) -> bool:
 
 
 def _literal(value, dtype: torch.dtype) -> str:
+    if isinstance(value, sympy.Expr):  # a size used as a number: the symbols are kernel arguments
+        code = ix.size(value)
+        return f"{code}.to({TL_DTYPE[compute_dtype(dtype)]})" if dtype.is_floating_point else code
     if dtype == torch.bool:
         return "True" if value else "False"
     if dtype.is_floating_point:
@@ -363,7 +373,7 @@ def _generate_pointwise(body: Graph) -> KernelSource:
 def _store_value(w: _Writer, val: str, t: TensorType) -> str:
     if _is_literal(val):
         val = f"tl.full([BLOCK_SIZE], {val}, {TL_DTYPE[compute_dtype(t.dtype)]})"
-    return f"{val}.to({TL_DTYPE[t.dtype]})" if w.dtypes.get(val, t.dtype) != t.dtype or "tl.full" in val else val
+    return w.convert(val, t.dtype) if w.dtypes.get(val, t.dtype) != t.dtype or "tl.full" in val else val
 
 
 def _module(name: str, w: _Writer, args: list[str], strides: list[str], meta: list[str]) -> str:

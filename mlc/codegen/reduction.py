@@ -195,7 +195,7 @@ def generate_reduction(body: Graph, reductions: list[Node], persistent_limit: in
 def _store(w: _Writer, val: str, t, shape: str) -> str:
     if _is_literal(val):
         return f"tl.full({shape}, {val}, {TL_DTYPE[t.dtype]})"
-    return f"{val}.to({TL_DTYPE[t.dtype]})" if w.dtypes.get(val) != t.dtype else val
+    return w.convert(val, t.dtype) if w.dtypes.get(val) != t.dtype else val
 
 
 def _next_pow2(n: int) -> int:

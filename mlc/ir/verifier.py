@@ -62,12 +62,13 @@ def _check_operand(v, what: str, defined: set[Value], graph: Graph):
         raise VerifyError(f"{what} is {kind}")
 
 
-def verify(graph: Graph) -> Graph:
+def verify(graph: Graph, _outer_symbols: frozenset = frozenset()) -> Graph:
     """Check ``graph`` and return it; raise ``VerifyError`` on the first broken rule."""
     names = _safe_names(graph)
     defined: set[Value] = set()
     seen_nodes: set[int] = set()
-    bound = _symbols_bound_by_inputs(graph)
+    # A kernel body also sees the symbols of the graph it is in (kernels get them as arguments).
+    bound = _symbols_bound_by_inputs(graph) | _outer_symbols
 
     def where(node: Node) -> str:
         res = ", ".join(f"%{names.get(v, '?')}" for v in node.results)
@@ -110,7 +111,7 @@ def verify(graph: Graph) -> Graph:
             if key not in opdef.attrs:
                 raise VerifyError(f"{w}: unknown attribute '{key}' (valid: {', '.join(opdef.attrs) or 'none'})")
             if node.op == "kernel" and key == "body":
-                _verify_body(node, w)
+                _verify_body(node, w, frozenset(bound))
             else:
                 _check_attr_value(node.attrs[key], w)
         for key, default in opdef.attrs.items():
@@ -158,12 +159,12 @@ def verify(graph: Graph) -> Graph:
     return graph
 
 
-def _verify_body(node: Node, w: str):
+def _verify_body(node: Node, w: str, bound: frozenset):
     body = node.attrs["body"]
     if not isinstance(body, Graph):
         raise VerifyError(f"{w}: 'body' must be a graph")
     try:
-        verify(body)
+        verify(body, bound)
     except VerifyError as e:
         raise VerifyError(f"{w} @{body.name}: {e}") from e
     for n in body.nodes:

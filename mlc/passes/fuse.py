@@ -37,6 +37,7 @@ class _Regions:
         self.region: dict[Node, int] = {}
         self.members: dict[int, list[Node]] = {}
         self.notes: list[str] = []
+        self.next_id = 0  # region ids are never reused: merged regions leave gaps
 
     def body(self, nodes: list[Node]) -> Graph:
         """The region's subgraph: outside values in, values used outside (or returned) out."""
@@ -46,7 +47,8 @@ class _Regions:
         for n in sorted(nodes, key=self.pos.__getitem__):
             for v in n.inputs:
                 if v.node not in inside and v not in env:
-                    env[v] = b.input(f"in{len(b.inputs)}", v.type)
+                    # Strides are not part of a body's types: a kernel reads them at run time.
+                    env[v] = b.input(f"in{len(b.inputs)}", v.type.with_() if hasattr(v.type, "with_") else v.type)
             new = b.append(Node(n.op, [env[v] for v in n.inputs], n.attrs, n.types))
             env.update(zip(n.results, new.results))
         outs = [v for n in sorted(nodes, key=self.pos.__getitem__) for v in n.results
@@ -55,20 +57,26 @@ class _Regions:
         return Graph(kernel_name(body), body.inputs, body.nodes, body.outputs)
 
     def creates_cycle(self, nodes: set[Node]) -> bool:
-        """Is there a path from the set to itself through a node outside it?"""
-        last = max(self.pos[n] for n in nodes)
-        frontier = [u for n in nodes for u in self.users[n] if u not in nodes and self.pos[u] < last]
-        seen = set()
+        """Would the merged set reach itself through something outside it?
+
+        Other regions count as one unit each: a path into any member of a region continues
+        from all of its members, since the region becomes one kernel.
+        """
+        # No bound on positions: a region can lead from a late node back to an early one.
+        frontier = [u for n in nodes for u in self.users[n] if u not in nodes]
+        seen: set[Node] = set()
         while frontier:
             u = frontier.pop()
             if u in seen:
                 continue
-            seen.add(u)
-            for w in self.users[u]:
-                if w in nodes:
-                    return True
-                if self.pos[w] < last:
-                    frontier.append(w)
+            unit = self.members[self.region[u]] if u in self.region else [u]
+            seen.update(unit)
+            for m in unit:
+                for w in self.users[m]:
+                    if w in nodes:
+                        return True
+                    if w not in seen:
+                        frontier.append(w)
         return False
 
     def why_not(self, nodes: list[Node]) -> str | None:
@@ -83,7 +91,9 @@ class _Regions:
         return None
 
     def merge(self, ids: list[int], extra: list[Node]) -> int:
-        target = ids[0] if ids else len(self.members)
+        if not ids:
+            self.next_id += 1
+        target = ids[0] if ids else self.next_id
         members = self.members.setdefault(target, [])
         for i in ids[1:]:
             members.extend(self.members.pop(i))

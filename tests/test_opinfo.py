@@ -1,0 +1,338 @@
+"""PyTorch's own OpInfo samples through ``backend="mlc"``, compared with eager.
+
+Every op of mlc's op table (``mlc.ir.ops.OPS``, less the source, symbolic-int and fallback
+ops) is exercised by at least one OpInfo of ``torch.testing._internal.common_methods_invocations.op_db``
+(``CASES`` below says which), and so are the composites that models are made of (softmax,
+layer_norm, rms_norm, silu, attention, split, cat, ...). For each OpInfo and dtype, the
+OpInfo's ``sample_inputs`` (at most ``MAX_SAMPLES``, spread over its list) run through
+``torch.compile(..., backend="mlc", options={"verify": True})`` and must match eager.
+Each sample also shows which mlc ops it became: the case's ops must appear, and an ATen
+fallback (or a graph mlc gives back to PyTorch whole) is an error unless ``CASES`` says why.
+
+Last run (torch 2.13.0 CPU, 2 cores, MAX_SAMPLES=6; the whole file took 63 s):
+    float32: 437 samples ran, 437 passed (3 not run: eager rejects them or they are random)
+    float16: 432 samples ran, 432 passed (3 not run)
+    int64 and bool (only the bitwise ops, which take no float): 40 ran, 40 passed
+  ATen fallbacks seen, all deliberate (see CASES):
+    aten.round.decimals, aten.gather.default (an empty u8 index), aten.embedding_renorm.default,
+    aten.index.Tensor (indices on dims that are not consecutive),
+    aten._scaled_dot_product_flash_attention_for_cpu.default, aten.slice_scatter.default (with a step);
+    whole graphs: narrow with a tensor start (its .item() is a data-dependent scalar);
+    not captured by Dynamo: boolean-mask __getitem__ (a data-dependent shape).
+  mlc bugs these samples found, fixed: index_select of a 0-d tensor (shape rule), max/min.dim
+  of a b8 tensor (argmax/argmin refuse b8; compile error), complex scalars such as
+  ``torch.where(c, x, 2j)`` (IR attributes cannot hold them; compile error).
+
+``MLC_OPINFO_SAMPLES=N`` changes the cap (0: every sample) and ``MLC_OPINFO_INPUTS=reference``
+takes the OpInfos' larger ``reference_inputs`` instead: slower, for hunting bugs.
+The run's counts are printed at the end of the module (``pytest -rA`` or ``-s`` shows them).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch.testing._internal.common_methods_invocations import op_db
+
+from mlc.backend import mlc_backend
+from mlc.ir.ops import OPS, Category
+
+MAX_SAMPLES = int(os.environ.get("MLC_OPINFO_SAMPLES", "6"))
+INPUTS = "reference_inputs" if os.environ.get("MLC_OPINFO_INPUTS") == "reference" else "sample_inputs"
+
+FLOATS = (torch.float32, torch.float16)
+INTS = (torch.int64, torch.bool)  # for the ops that take no float at all
+
+# Special keys of Case.fallbacks (the others are ATen overloads, as "aten.round.decimals").
+WHOLE_GRAPH = "whole graph"  # mlc gave the graph back to PyTorch (UnsupportedGraph)
+NOT_CAPTURED = "not captured"  # Dynamo made no graph of the call (a graph break)
+
+
+@dataclass(frozen=True)
+class Case:
+    opinfo: str  # name in op_db, with ".variant" when the OpInfo has a variant_test_name
+    mlc: tuple[str, ...]  # mlc ops that the samples must produce (together)
+    fallbacks: dict[str, str] = field(default_factory=dict)  # what may run through ATen -> why
+    fn: Callable | None = None  # what to compile, if not the OpInfo's own op
+    skip: Callable[[Any], bool] | None = None  # samples that cannot be compared (see the row)
+    dtypes: tuple = FLOATS
+
+
+def C(opinfo: str, mlc: str = "", **kw) -> Case:
+    return Case(opinfo, tuple(mlc.split()), **kw)
+
+
+def _dropout(sample) -> bool:
+    return sample.kwargs.get("dropout_p", 0.0) != 0.0
+
+
+# OpInfo -> the mlc ops its samples must become. One row per OpInfo.
+CASES = [
+    # --- pointwise, computed in floating point ---
+    C("exp", "exp"), C("exp2", "exp2"), C("expm1", "expm1"), C("log", "log"), C("log2", "log2"),
+    C("log10", "log10"), C("log1p", "log1p"), C("sqrt", "sqrt"), C("rsqrt", "rsqrt"),
+    C("sin", "sin"), C("cos", "cos"), C("tan", "tan"), C("asin", "asin"), C("acos", "acos"),
+    C("atan", "atan"), C("sinh", "sinh"), C("cosh", "cosh"), C("tanh", "tanh"), C("asinh", "asinh"),
+    C("acosh", "acosh"), C("atanh", "atanh"), C("sigmoid", "sigmoid"), C("erf", "erf"),
+    C("erfc", "erfc"), C("erfinv", "erfinv"), C("reciprocal", "reciprocal"),
+    C("nn.functional.silu", "silu"),
+    C("nn.functional.gelu", "gelu"),
+    # --- pointwise, keeping the dtype ---
+    C("neg", "neg"), C("abs", "abs"), C("nn.functional.relu", "relu"), C("floor", "floor"),
+    C("ceil", "ceil"), C("round", "round"), C("trunc", "trunc"), C("sign", "sign"),
+    C("round.decimals_3", "", fallbacks={"aten.round.decimals": "mlc's round has no decimals attribute"}),
+    C("bitwise_not", "bitwise_not", dtypes=INTS),
+    C("clamp", "clamp"), C("clamp_min", "clamp"), C("clamp_max", "clamp"),
+    C("nn.functional.hardtanh", "clamp"),
+    # --- pointwise, giving b8 ---
+    C("isnan", "isnan"), C("isinf", "isinf"), C("logical_not", "logical_not"),
+    # --- casts ---
+    C("to", "convert"), C("double", "convert"), C("half", "convert"), C("float", "convert"),
+    C("bool", "convert"), C("long", "convert"),
+    # --- binary pointwise (tensor-tensor and tensor-scalar samples) ---
+    C("add", "add"), C("sub", "sub"), C("rsub", "sub"), C("mul", "mul"), C("maximum", "maximum"),
+    C("minimum", "minimum"), C("max.binary", "maximum"), C("min.binary", "minimum"),
+    C("fmod", "fmod"), C("remainder", "remainder"), C("pow", "pow"), C("square", "mul"),
+    C("atan2", "atan2"), C("div.no_rounding_mode", "div"), C("div.trunc_rounding", "div"),
+    C("div.floor_rounding", "div"), C("true_divide", "div"),
+    C("bitwise_and", "bitwise_and", dtypes=INTS), C("bitwise_or", "bitwise_or", dtypes=INTS),
+    C("bitwise_xor", "bitwise_xor", dtypes=INTS),
+    C("eq", "eq"), C("ne", "ne"), C("lt", "lt"), C("le", "le"), C("gt", "gt"), C("ge", "ge"),
+    C("logical_and", "logical_and"), C("logical_or", "logical_or"), C("logical_xor", "logical_xor"),
+    C("where", "where"), C("masked_fill", "where"),
+    # --- reductions ---
+    C("sum", "sum"), C("mean", "mean"), C("prod", "prod"), C("amax", "amax"), C("amin", "amin"),
+    C("max.reduction_no_dim", "amax"), C("min.reduction_no_dim", "amin"),
+    C("max.reduction_with_dim", "amax argmax"), C("min.reduction_with_dim", "amin argmin"),
+    C("any", "any"), C("all", "all"), C("var", "var"), C("var.unbiased", "var"), C("var_mean", "var mean"),
+    C("std", "var sqrt"), C("argmax", "argmax"), C("argmin", "argmin"),
+    # --- matmul ---
+    C("mm", "mm"), C("bmm", "bmm"), C("addmm", "mm add"), C("matmul", "mm"),
+    C("nn.functional.linear", "mm"),
+    # --- views ---
+    C("view", "view"), C("reshape", "view"), C("view_as", "view"), C("flatten", "view"),
+    C("unsqueeze", "view"), C("squeeze", "view"),
+    C("permute", "permute"), C("transpose", "permute"), C("t", "permute"),
+    C("expand", "expand"), C("expand_as", "expand"),
+    C("slice", "slice"),
+    C("narrow", "slice", fallbacks={
+        WHOLE_GRAPH: "a 0-d tensor start is read with .item(), a data-dependent scalar mlc does not hold"}),
+    C("select", "select"), C("unbind", "select"),
+    C("split", "slice"), C("split_with_sizes", "slice"), C("chunk", "slice"),
+    # --- data movement ---
+    C("clone", "copy"), C("contiguous", "copy"),
+    C("cat", "cat"),
+    C("slice_scatter", "cat", fallbacks={"aten.slice_scatter.default": "a strided scatter is no cat of slices"}),
+    C("gather", "gather", fallbacks={
+        "aten.gather.default": "an empty u8 index, which eager takes only because it is empty"}),
+    C("take_along_dim", "gather"),
+    C("index_select", "index_select"),
+    C("nn.functional.embedding", "embedding", fallbacks={
+        "aten.embedding_renorm.default": "max_norm renormalizes the weight's rows in place"}),
+    C("__getitem__", "index slice select", fallbacks={
+        "aten.index.Tensor": "mlc's index op takes indices on consecutive dims only",
+        NOT_CAPTURED: "a boolean mask gives a data-dependent shape, so Dynamo breaks the graph"}),
+    # --- creation ---
+    C("full", "full"), C("full_like", "full"), C("zeros_like", "full"), C("ones_like", "full"),
+    C("new_full", "full"), C("new_zeros", "full"), C("new_ones", "full"), C("zeros", "full"),
+    C("ones", "full"), C("scalar_tensor", "full"), C("arange", "arange"),
+    # --- composites ---
+    C("softmax", "amax exp sum div"), C("softmax.with_dtype", "amax exp sum div convert"),
+    C("log_softmax", "amax exp sum log"), C("log_softmax.with_dtype", "amax exp sum log convert"),
+    C("nn.functional.layer_norm", "var rsqrt"),
+    C("nn.functional.rms_norm", "mean rsqrt"),
+    # op.op wraps the call in wrapper_set_seed, which Dynamo cannot trace; dropout is random.
+    C("nn.functional.scaled_dot_product_attention", "bmm amax exp",
+      fn=torch.nn.functional.scaled_dot_product_attention, skip=_dropout, fallbacks={
+          "aten._scaled_dot_product_flash_attention_for_cpu.default":
+              "kept whole on purpose (see mlc/frontend/decompositions.py); 4-d inputs take this path"}),
+]
+
+OPINFOS = {o.name + (f".{o.variant_test_name}" if o.variant_test_name else ""): o for o in op_db}
+
+
+# --- running one case ----------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    ran: int = 0
+    passed: int = 0
+    not_run: int = 0
+    fallbacks: collections.Counter = field(default_factory=collections.Counter)
+
+
+TALLY: dict[tuple[str, torch.dtype], Tally] = collections.defaultdict(Tally)
+
+
+def _spread(samples: list, n: int) -> list:
+    """At most ``n`` samples, taken evenly over the list (its later samples are the odd ones)."""
+    if n <= 0 or len(samples) <= n:
+        return samples
+    return [samples[i * len(samples) // n] for i in range(n)]
+
+
+def _tolerances(dtype) -> dict:
+    return {"atol": 2e-3, "rtol": 2e-3} if dtype in (torch.float16, torch.bfloat16) else {}
+
+
+def _compile(fn, graphs: list):
+    # Exactly what backend="mlc" runs (test_backend_is_mlc checks it), plus the hook that
+    # mlc.capture uses to keep the imported IR graphs.
+    backend = functools.partial(mlc_backend, options={"verify": True}, _on_import=graphs.append)
+    return torch.compile(fn, backend=backend, dynamic=False)
+
+
+def run_sample(fn, sample, dtype):
+    """Compile ``fn`` for one sample and compare with eager; give the mlc ops and fallbacks."""
+    args, kwargs = (sample.input, *sample.args), sample.kwargs
+    expected = fn(*args, **kwargs)
+    graphs: list = []
+    torch._dynamo.reset()  # one fresh compile per sample: no recompile limits, no stale guards
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _compile(lambda *a, **k: fn(*a, **k), graphs)(*args, **kwargs)
+    torch.testing.assert_close(got, expected, equal_nan=True, **_tolerances(dtype), msg=lambda m: f"{sample}: {m}")
+    ops = {n.op for g in graphs for n in g.nodes}
+    fallbacks = [n.attrs["target"] for g in graphs for n in g.nodes if n.op == "aten"]
+    if any("runs through PyTorch unchanged" in str(w.message) for w in caught):
+        fallbacks.append(WHOLE_GRAPH)
+    elif not graphs:
+        fallbacks.append(NOT_CAPTURED)
+    return ops, fallbacks
+
+
+def _params() -> list:
+    return [pytest.param(case, dtype, id=f"{case.opinfo}-{str(dtype).removeprefix('torch.')}")
+            for case in CASES for dtype in case.dtypes]
+
+
+@pytest.mark.parametrize("case,dtype", _params())
+def test_opinfo(case: Case, dtype):
+    op = OPINFOS[case.opinfo]
+    if dtype not in op.supported_dtypes("cpu"):
+        pytest.skip(f"{case.opinfo} does not take {dtype} on CPU")
+    fn = case.fn or op.op
+    torch.manual_seed(0)
+    samples = list(getattr(op, INPUTS)("cpu", dtype, requires_grad=False))
+    tally = TALLY[case.opinfo, dtype]
+    if case.skip:
+        kept = [s for s in samples if not case.skip(s)]
+        tally.not_run += len(samples) - len(kept)
+        samples = kept
+    seen_ops: set[str] = set()
+    for sample in _spread(samples, MAX_SAMPLES):
+        try:
+            fn(sample.input, *sample.args, **sample.kwargs)
+        except Exception:  # eager rejects the sample (an error-input sample): nothing to compare
+            tally.not_run += 1
+            continue
+        tally.ran += 1
+        ops, fallbacks = run_sample(fn, sample, dtype)
+        unexplained = sorted(set(fallbacks) - set(case.fallbacks))
+        assert not unexplained, f"{case.opinfo} {sample}: {unexplained} ran through ATen; mlc ops: {sorted(ops)}"
+        tally.fallbacks.update(fallbacks)
+        tally.passed += 1
+        seen_ops |= ops
+    assert tally.ran, f"no sample of {case.opinfo} ran"
+    missing = sorted(set(case.mlc) - seen_ops)
+    assert not missing, f"{case.opinfo}: no sample became mlc op(s) {missing}; saw {sorted(seen_ops)}"
+
+
+# --- the table itself ----------------------------------------------------------------------
+
+
+def test_every_mlc_op_has_a_case():
+    skipped = {Category.SOURCE, Category.SYM, Category.FALLBACK}
+    ops = {name for name, opdef in OPS.items() if opdef.category not in skipped}
+    covered = {op for case in CASES for op in case.mlc}
+    assert ops - covered == set(), f"mlc ops no OpInfo case exercises: {sorted(ops - covered)}"
+
+
+def test_cases_name_real_opinfos():
+    assert [c.opinfo for c in CASES if c.opinfo not in OPINFOS] == []
+    assert len({c.opinfo for c in CASES}) == len(CASES), "an OpInfo is listed twice"
+
+
+def test_backend_is_mlc():
+    from torch._dynamo import lookup_backend
+
+    assert lookup_backend("mlc") is mlc_backend
+
+
+# --- regressions the samples found (cases the capped sample lists may not reach) ----------
+
+
+def _check_against_eager(fn, *args):
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback warnings are expected here
+        got = torch.compile(fn, backend="mlc", options={"verify": True}, dynamic=False)(*args)
+    torch.testing.assert_close(got, fn(*args))
+
+
+def test_index_select_of_a_0d_tensor():
+    # torch keeps the result 0-d; the shape rule gave [1], and so a fallback.
+    x, idx = torch.tensor(3.0), torch.tensor([0])
+    _check_against_eager(lambda x, i: torch.index_select(x, 0, i), x, idx)
+    graph_ops = {n.op for n in _capture(lambda x, i: torch.index_select(x, 0, i), x, idx)}
+    assert "index_select" in graph_ops and "aten" not in graph_ops
+
+
+def test_max_dim_of_bool():
+    # torch.max(b8, dim) works, torch.argmax(b8) does not: the lowering to amax + argmax must
+    # step aside (it crashed at run time).
+    x = torch.tensor([[True, False], [False, False]])
+    _check_against_eager(lambda x: torch.max(x, 1), x)
+    _check_against_eager(lambda x: torch.min(x, 0, keepdim=True), x)
+
+
+def test_complex_scalar():
+    # where(c, x, 2j) is complex: from the where OpInfo's reference inputs. An IR attribute
+    # cannot hold 2j, so the graph runs through PyTorch (it crashed in the verifier/printer).
+    x = torch.randn(4, 3)
+    _check_against_eager(lambda x: torch.where(x > 0, x, 2j), x)
+    _check_against_eager(lambda x: x * 1j + 1, x)
+
+
+def _capture(fn, *args):
+    import mlc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [n for g in mlc.capture(fn, *args, verify=True) for n in g.nodes]
+
+
+# --- the counts ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report(request):
+    yield
+    if not TALLY:
+        return
+    lines = ["", "OpInfo samples through backend='mlc' (ran / passed / not run: eager rejects or skipped):"]
+    by_dtype: dict = collections.defaultdict(lambda: [0, 0, 0])
+    fallbacks: dict = collections.defaultdict(set)
+    for (name, dtype), t in TALLY.items():
+        row = by_dtype[dtype]
+        row[0], row[1], row[2] = row[0] + t.ran, row[1] + t.passed, row[2] + t.not_run
+        for target in t.fallbacks:
+            fallbacks[target].add(name)
+    for dtype, (ran, passed, not_run) in by_dtype.items():
+        lines.append(f"  {str(dtype).removeprefix('torch.'):8} {ran:4} ran, {passed:4} passed, {not_run:3} not run")
+    lines.append("  ran through ATen (deliberately, see CASES):")
+    lines += [f"    {target}: {', '.join(sorted(names))}" for target, names in sorted(fallbacks.items())]
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    text = "\n".join(lines)
+    if reporter is not None:
+        reporter.write_line(text)
+    else:
+        print(text)
