@@ -22,7 +22,8 @@ def capture(fn, *example_inputs, **options) -> list[Graph]:
     dynamic = options.pop("dynamic", None)
     make_options(mode, options)  # fail early on a bad option
     graphs: list[Graph] = []
-    backend = functools.partial(mlc_backend, mode=mode, options=options, _on_import=graphs.append)
+    backend = functools.partial(mlc_backend, mode=mode, options=options,
+                                _on_compile=lambda imported, compiled: graphs.append(imported))
     torch._dynamo.reset()
     compiled = torch.compile(fn, backend=backend, dynamic=dynamic)
     compiled(*example_inputs)

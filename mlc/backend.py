@@ -38,12 +38,15 @@ class CompiledGraph:
         self.output_spec = output_spec
         self.passes = passes
         self.plan: Plan | None = None
+        self.record = False  # explain() sets it to see the sizes of a call
+        self.last_args = None
         if opts.interpret or _on_gpu(graph):
             self.plan = Plan(graph, interpret=opts.interpret)
         else:
             _warn_no_kernels()
 
     def __call__(self, args: list) -> list:
+        self.last_args = args if self.record else None
         outs = self.plan(args) if self.plan is not None else run_reference(self.graph, args)
         return [outs[s] if isinstance(s, int) else s[1] for s in self.output_spec]
 
@@ -60,28 +63,32 @@ def _warn_no_kernels():
 
 
 def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
-                  on_import: Callable[[Graph], Any] | None = None) -> Callable:
-    """Compile one ATen graph from AOT autograd (``kind`` is forward, backward or inference)."""
+                  on_compile: Callable[[Graph, CompiledGraph], Any] | None = None) -> Callable:
+    """Compile one ATen graph from AOT autograd (``kind`` is forward, backward or inference).
+
+    ``on_compile(imported_graph, compiled)`` lets ``capture`` and ``explain`` watch.
+    """
     name = f"{kind}_{next(_graph_ids)}"
     try:
         imported: ImportedGraph = import_fx(gm, name)
     except UnsupportedGraph as e:
         warnings.warn(f"mlc: graph {name} runs through PyTorch unchanged: {e}", stacklevel=2)
         return make_boxed_func(gm.forward)
-    if on_import is not None:
-        on_import(imported.graph)
     records: list[PassRecord] = []
     graph = run_passes(imported.graph, PIPELINE, verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
-    return CompiledGraph(graph, imported.output_spec, records, opts)
+    compiled = CompiledGraph(graph, imported.output_spec, records, opts)
+    if on_compile is not None:
+        on_compile(imported.graph, compiled)
+    return compiled
 
 
 def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None,
-                _on_import: Callable[[Graph], Any] | None = None):
+                _on_compile: Callable[[Graph, CompiledGraph], Any] | None = None):
     """The ``torch.compile`` backend ``"mlc"``. ``mode`` and ``options`` come from ``torch.compile``."""
     opts = make_options(mode, options)
 
     def compiler(kind):
-        return lambda g, inputs: compile_graph(g, kind, opts, _on_import)
+        return lambda g, inputs: compile_graph(g, kind, opts, _on_compile)
 
     return aot_autograd(
         fw_compiler=compiler("forward"),

@@ -41,7 +41,8 @@ class CountingBackend:
 
     def __call__(self, gm, example_inputs):
         graphs: list[mlc.Graph] = []
-        compiled = mlc.mlc_backend(gm, example_inputs, options=OPTIONS, _on_import=graphs.append)
+        compiled = mlc.mlc_backend(gm, example_inputs, options=OPTIONS,
+                                   _on_compile=lambda imported, _: graphs.append(imported))
         # Counted only when it returns: under dynamic=True Dynamo may restart its analysis from
         # inside the backend (TensorifyScalarRestartAnalysis, for float attributes such as a
         # norm's eps) and throw that compile away.

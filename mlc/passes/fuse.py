@@ -1,4 +1,4 @@
-"""Fuse pointwise ops, reductions and the views between them into ``kernel`` regions.
+"""Fuse pointwise ops and reductions into ``kernel`` regions.
 
 Vertical: walking the graph in order, each kernel-able node joins the regions of its
 producers (all of them at once if that is legal, else the first that is). A reduction
@@ -6,10 +6,14 @@ thereby absorbs its pointwise producers and its consumers, so softmax or layer_n
 region. Horizontal: regions that read the same input and have no path between them merge
 when they iterate over the same space (sibling pointwise ops, reductions over the same rows).
 
+Views and constants (``full``, ``arange``) are never members of a region: each kernel that
+reads one inlines its own copy (a view is index arithmetic, a constant a literal), so one
+view can feed several kernels and nothing is materialized for it. The views left with no
+reader outside kernels are dead code afterwards.
+
 A candidate region is legal when it creates no cycle and the code generator can write it
-as one kernel; every rejected neighbour pair is recorded with the reason in ``graph.notes``.
-Views and constants alone are not kernels: they stay in the graph (the runtime makes views
-without copies). Matmuls and fallbacks are never fused here.
+as one kernel; each rejected neighbour pair is recorded with the reason in ``graph.notes``.
+Matmuls and fallbacks are never fused here.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ import networkx as nx
 from ..codegen.kernel import CODEGEN_OPS, CodegenError, generate, kernel_name
 from ..ir.graph import Graph, GraphBuilder, Node, Value
 from ..ir.ops import OPS, Category
-
-_COMPUTE = (Category.POINTWISE, Category.REDUCTION, Category.DATA)
-_FUSIBLE = _COMPUTE + (Category.VIEW, Category.CREATION)
+from ..ir.types import TensorType
 
 
 def _fusible(node: Node) -> bool:
-    return OPS[node.op].category in _FUSIBLE and node.op in CODEGEN_OPS
+    cat = OPS[node.op].category
+    return cat in (Category.POINTWISE, Category.REDUCTION, Category.DATA) and node.op in CODEGEN_OPS
+
+
+def _inlinable(node: Node) -> bool:
+    return OPS[node.op].category in (Category.VIEW, Category.CREATION) and node.op in CODEGEN_OPS
 
 
 class _Regions:
@@ -33,59 +40,92 @@ class _Regions:
         self.graph = graph
         self.pos = {n: i for i, n in enumerate(graph.nodes)}
         self.users = graph.users()
-        self.outputs = {v for v in graph.outputs}
+        self.outputs = set(graph.outputs)
         self.region: dict[Node, int] = {}
         self.members: dict[int, list[Node]] = {}
         self.notes: list[str] = []
         self.next_id = 0  # region ids are never reused: merged regions leave gaps
 
-    def body(self, nodes: list[Node]) -> Graph:
-        """The region's subgraph: outside values in, values used outside (or returned) out."""
+    def sources(self, v: Value) -> list[Node]:
+        """The nodes that really produce ``v``: through views, to what they view."""
+        if _inlinable(v.node):
+            return [s for x in v.node.inputs for s in self.sources(x)]
+        return [v.node]
+
+    def producer_regions(self, node: Node) -> list[int]:
+        return list(dict.fromkeys(self.region[s] for v in node.inputs for s in self.sources(v) if s in self.region))
+
+    def outs(self, nodes) -> list[Value]:
+        """The region's results that something outside needs (a view read only by kernels does not)."""
+        inside = set(nodes)
+
+        def needed(v: Value) -> bool:
+            if v in self.outputs:
+                return True
+            for u in self.users[v.node]:
+                if u in inside or v not in u.inputs:
+                    continue
+                if not _inlinable(u) or any(needed(x) for x in u.results):
+                    return True
+            return False
+
+        return [v for n in sorted(nodes, key=self.pos.__getitem__) for v in n.results if needed(v)]
+
+    def body(self, nodes: list[Node]) -> tuple[Graph, list[Value]]:
+        """The region's subgraph (with inlined views and constants) and its outer operands."""
         inside = set(nodes)
         b = GraphBuilder("region")
         env: dict[Value, Value] = {}
+        operands: list[Value] = []
+
+        def get(v: Value) -> Value:
+            if v in env:
+                return env[v]
+            if v.node not in inside and _inlinable(v.node):
+                env[v] = b.append(Node(v.node.op, [get(x) for x in v.node.inputs], v.node.attrs, v.node.types)).out
+            elif v.node not in inside:
+                # Strides are not part of a body's types: a kernel reads them at run time.
+                t = v.type.with_() if isinstance(v.type, TensorType) else v.type
+                env[v] = b.input(f"in{len(b.inputs)}", t)
+                operands.append(v)
+            return env[v]
+
         for n in sorted(nodes, key=self.pos.__getitem__):
-            for v in n.inputs:
-                if v.node not in inside and v not in env:
-                    # Strides are not part of a body's types: a kernel reads them at run time.
-                    env[v] = b.input(f"in{len(b.inputs)}", v.type.with_() if hasattr(v.type, "with_") else v.type)
-            new = b.append(Node(n.op, [env[v] for v in n.inputs], n.attrs, n.types))
+            new = b.append(Node(n.op, [get(v) for v in n.inputs], n.attrs, n.types))
             env.update(zip(n.results, new.results))
-        outs = [v for n in sorted(nodes, key=self.pos.__getitem__) for v in n.results
-                if v in self.outputs or any(u not in inside for u in self.users[n])]
-        body = b.build([env[v] for v in outs])
-        return Graph(kernel_name(body), body.inputs, body.nodes, body.outputs)
+        body = b.build([env[v] for v in self.outs(nodes)])
+        return Graph(kernel_name(body), body.inputs, body.nodes, body.outputs), operands
 
     def creates_cycle(self, nodes: set[Node]) -> bool:
-        """Would the merged set reach itself through something outside it?
+        """Would the merged set reach itself through an op outside it?
 
-        Other regions count as one unit each: a path into any member of a region continues
-        from all of its members, since the region becomes one kernel.
+        Other regions count as one unit each (they become one kernel). Views do not count:
+        a view on the way back into the set is inlined into it, not run before it.
         """
-        # No bound on positions: a region can lead from a late node back to an early one.
-        frontier = [u for n in nodes for u in self.users[n] if u not in nodes]
-        seen: set[Node] = set()
+        frontier = [(u, not _inlinable(u)) for n in nodes for u in self.users[n] if u not in nodes]
+        seen: set[tuple[Node, bool]] = set()
         while frontier:
-            u = frontier.pop()
-            if u in seen:
+            u, real = frontier.pop()
+            if (u, real) in seen:
                 continue
             unit = self.members[self.region[u]] if u in self.region else [u]
-            seen.update(unit)
             for m in unit:
+                seen.add((m, real))
                 for w in self.users[m]:
                     if w in nodes:
-                        return True
-                    if w not in seen:
-                        frontier.append(w)
+                        if real:
+                            return True
+                        continue
+                    nxt = (w, real or not _inlinable(w))
+                    if nxt not in seen:
+                        frontier.append(nxt)
         return False
 
     def why_not(self, nodes: list[Node]) -> str | None:
         if self.creates_cycle(set(nodes)):
             return "would create a cycle through an op outside the kernel"
-        if not any(OPS[n.op].category in _COMPUTE for n in nodes):
-            return None
         try:
-            generate(self.body(nodes))
+            generate(self.body(nodes)[0])
         except CodegenError as e:
             return str(e)
         return None
@@ -107,8 +147,11 @@ def fuse(graph: Graph) -> Graph:
     r = _Regions(graph)
     for node in graph.nodes:
         if not _fusible(node):
+            for i in r.producer_regions(node) if not _inlinable(node) and node.op != "constant" else []:
+                r.notes.append(f"not fused: {r.members[i][-1].op} -> {node.op}: "
+                               f"{node.op} is not generated as a kernel ({OPS[node.op].category.value})")
             continue
-        producers = list(dict.fromkeys(r.region[v.node] for v in node.inputs if v.node in r.region))
+        producers = r.producer_regions(node)
         if len(producers) > 1 and r.why_not(sum((r.members[i] for i in producers), []) + [node]) is None:
             r.merge(producers, [node])
             continue
@@ -129,13 +172,11 @@ def _fuse_siblings(r: _Regions):
     changed = True
     while changed:
         changed = False
-        ids = [i for i, ms in r.members.items() if any(OPS[n.op].category in _COMPUTE for n in ms)]
-        reads = {i: {v for n in r.members[i] for v in n.inputs if r.region.get(v.node) != i} for i in ids}
+        ids = list(r.members)
+        reads = {i: set(r.body(r.members[i])[1]) for i in ids}
         for a_pos, a in enumerate(ids):
             for b in ids[a_pos + 1:]:
-                if not reads[a] & reads[b]:
-                    continue
-                if r.why_not(r.members[a] + r.members[b]) is None:
+                if reads[a] & reads[b] and r.why_not(r.members[a] + r.members[b]) is None:
                     r.merge([a, b], [])
                     changed = True
                     break
@@ -144,15 +185,16 @@ def _fuse_siblings(r: _Regions):
 
 
 def _build(graph: Graph, r: _Regions) -> Graph:
-    """Emit the graph with each kernel region as one node, in a topological order."""
-    kernels = {i for i, ms in r.members.items() if any(OPS[n.op].category in _COMPUTE for n in ms)}
-    unit = {n: ("k", r.region[n]) if r.region.get(n) in kernels else ("n", r.pos[n]) for n in graph.nodes}
+    """Emit the graph with each region as one kernel node, in a topological order."""
+    unit = {n: ("k", r.region[n]) if n in r.region else ("n", r.pos[n]) for n in graph.nodes}
+    bodies = {i: r.body(ms) for i, ms in r.members.items()}
     dag = nx.DiGraph()
     first: dict = {}
     for n in graph.nodes:
         first.setdefault(unit[n], r.pos[n])
         dag.add_node(unit[n])
-        for v in n.inputs:
+        deps = bodies[r.region[n]][1] if n in r.region else n.inputs
+        for v in deps:
             if v.node in unit and unit[v.node] != unit[n]:
                 dag.add_edge(unit[v.node], unit[n])
     b = GraphBuilder(graph.name)
@@ -164,25 +206,15 @@ def _build(graph: Graph, r: _Regions) -> Graph:
             n = graph.nodes[u[1]]
             if n.op == "constant":
                 new = b.constant(n.name, graph.constants.get(n.name), n.types[0]).node
+            elif any(v not in env for v in n.inputs):
+                assert _inlinable(n), f"{n.op} reads a value no kernel yields"
+                continue  # a view of a kernel's internal value: only kernels read it, inlined
             else:
                 new = b.append(Node(n.op, [env[v] for v in n.inputs], n.attrs, n.types))
             env.update(zip(n.results, new.results))
             continue
-        members = r.members[u[1]]
-        body = r.body(members)
-        outer_in = _outer_inputs(r, members)
-        node = b.add("kernel", [env[v] for v in outer_in], {"body": body}, [v.type for v in body.outputs])
-        outs = [v for m in sorted(members, key=r.pos.__getitem__) for v in m.results
-                if v in r.outputs or any(x not in set(members) for x in r.users[m])]
-        env.update(zip(outs, node.results))
+        body, operands = bodies[u[1]]
+        node = b.add("kernel", [env[v] for v in operands], {"body": body}, [v.type for v in body.outputs])
+        env.update(zip(r.outs(r.members[u[1]]), node.results))
     out = b.build([env[v] for v in graph.outputs])
     return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, tuple(r.notes))
-
-
-def _outer_inputs(r: _Regions, members: list[Node]) -> list[Value]:
-    inside, seen = set(members), []
-    for n in sorted(members, key=r.pos.__getitem__):
-        for v in n.inputs:
-            if v.node not in inside and v not in seen:
-                seen.append(v)
-    return seen
