@@ -1,0 +1,147 @@
+"""The fusion pass, as IR text in and IR text (or checked lines) out."""
+
+import textwrap
+
+from torch.testing import FileCheck
+
+from mlc.ir import parse, verify
+from mlc.passes import eliminate_dead_code, fuse, run_passes
+from tests.irtext import assert_ir, run_on_text
+
+
+def fused(text: str):
+    graph = verify(parse(textwrap.dedent(text)))
+    return run_passes(graph, [fuse, eliminate_dead_code], verify_each=True)
+
+
+def kernels(graph) -> list[str]:
+    return [n.attrs["body"].name for n in graph.nodes if n.op == "kernel"]
+
+
+def test_softmax_is_one_kernel():
+    got = run_on_text("""
+        graph @softmax(%x: f32[s0,40]) {
+          %1 = amax(%x) {dims=[1], keepdim=true} : f32[s0,1]
+          %2 = sub(%x, %1) : f32[s0,40]
+          %3 = exp(%2) : f32[s0,40]
+          %4 = sum(%3) {dims=[1], keepdim=true} : f32[s0,1]
+          %5 = div(%3, %4) : f32[s0,40]
+          return %5
+        }""", fuse)
+    assert_ir(got, """
+        graph @softmax(%x: f32[s0,40]) {
+          %0 = kernel @fused_amax_sub_exp_sum_div(%x) : f32[s0,40] {
+            %1 = amax(%x) {dims=[1], keepdim=true} : f32[s0,1]
+            %2 = sub(%x, %1) : f32[s0,40]
+            %3 = exp(%2) : f32[s0,40]
+            %4 = sum(%3) {dims=[1], keepdim=true} : f32[s0,1]
+            %5 = div(%3, %4) : f32[s0,40]
+            yield %5
+          }
+          return %0
+        }""")
+
+
+def test_layer_norm_with_two_reductions_and_a_constant_is_one_kernel():
+    g = fused("""
+        graph @ln(%x: f16[8,64], %w: f16[64], %b: f16[64]) {
+          %0 = convert(%x) {dtype=f32} : f32[8,64]
+          %1 = var(%0) {dims=[1], correction=0, keepdim=true} : f32[8,1]
+          %2 = mean(%0) {dims=[1], keepdim=true} : f32[8,1]
+          %3 = full {shape=[], value=1e-05, dtype=f32} : f32[]
+          %4 = add(%1, %3) : f32[8,1]
+          %5 = rsqrt(%4) : f32[8,1]
+          %6 = sub(%0, %2) : f32[8,64]
+          %7 = mul(%6, %5) : f32[8,64]
+          %8 = convert(%7) {dtype=f16} : f16[8,64]
+          %9 = mul(%8, %w) : f16[8,64]
+          %10 = add(%9, %b) : f16[8,64]
+          return %10, %2, %5
+        }""")
+    assert kernels(g) == ["fused_convert_var_mean_add_rsqrt_sub_etc"]
+    assert g.count("full") == 0  # the constant lives in the kernel as a literal
+
+
+def test_pointwise_chain_through_views_is_one_kernel_with_no_copies():
+    g = fused("""
+        graph @rope(%x: f32[2,8,4,16], %cos: f32[8,16], %sin: f32[8,16]) {
+          %0 = slice(%x) {dim=3, end=8} : f32[2,8,4,8]
+          %1 = slice(%x) {dim=3, start=8} : f32[2,8,4,8]
+          %2 = neg(%1) : f32[2,8,4,8]
+          %3 = cat(%2, %0) {dim=3} : f32[2,8,4,16]
+          %4 = view(%cos) {shape=[1, 8, 1, 16]} : f32[1,8,1,16]
+          %5 = view(%sin) {shape=[1, 8, 1, 16]} : f32[1,8,1,16]
+          %6 = mul(%x, %4) : f32[2,8,4,16]
+          %7 = mul(%3, %5) : f32[2,8,4,16]
+          %8 = add(%6, %7) : f32[2,8,4,16]
+          %9 = permute(%8) {dims=[0, 2, 1, 3]} : f32[2,4,8,16]
+          return %9
+        }""")
+    assert kernels(g) == ["fused_neg_cat_mul_add"]
+    # Only the final permute stays outside: it is free, a view of the kernel's output.
+    assert [n.op for n in g.nodes] == ["kernel", "permute"]
+
+
+def test_siblings_reading_one_input_share_a_kernel():
+    g = fused("""
+        graph @siblings(%x: f32[16,32]) {
+          %0 = exp(%x) : f32[16,32]
+          %1 = sigmoid(%x) : f32[16,32]
+          %2 = sum(%x) {dims=[1]} : f32[16]
+          %3 = amax(%x) {dims=[1]} : f32[16]
+          return %0, %1, %2, %3
+        }""")
+    # One kernel reads x once: the reduction template stores full-sized results too.
+    assert kernels(g) == ["fused_exp_sigmoid_sum_amax"]
+    (k,) = [n for n in g.nodes if n.op == "kernel"]
+    assert [str(t) for t in k.types] == ["f32[16,32]", "f32[16,32]", "f32[16]", "f32[16]"]
+
+
+def test_not_fused_reasons_are_recorded():
+    g = fused("""
+        graph @f(%x: f32[16,32], %w: f32[32,8]) {
+          %0 = sum(%x) {dims=[1], keepdim=true} : f32[16,1]
+          %1 = sub(%x, %0) : f32[16,32]
+          %2 = sum(%1) {dims=[0]} : f32[32]
+          %3 = mm(%1, %w) : f32[16,8]
+          %4 = atan2(%3, %3) : f32[16,8]
+          return %2, %4
+        }""")
+    notes = "\n".join(g.notes)
+    FileCheck().check("not fused: sub -> sum: reductions over different dims or shapes") \
+        .check("not fused: sub -> mm: mm is not generated as a kernel (matmul)").run(notes)
+    assert len(kernels(g)) == 2
+
+
+def test_a_path_through_a_matmul_keeps_two_kernels_apart():
+    g = fused("""
+        graph @f(%x: f32[16,16]) {
+          %0 = exp(%x) : f32[16,16]
+          %1 = mm(%0, %0) : f32[16,16]
+          %2 = add(%0, %1) : f32[16,16]
+          return %2
+        }""")
+    ops = [n.op for n in g.nodes]
+    assert ops == ["kernel", "mm", "kernel"]
+    assert any("would create a cycle" in n for n in g.notes)
+
+
+def test_fused_graph_round_trips_and_matches_the_reference():
+    import torch
+
+    from mlc.runtime.reference import example_inputs, run_reference
+
+    g = parse("""
+        graph @f(%x: f32[6,10], %i: i64[6]) {
+          %0 = amax(%x) {dims=[1], keepdim=true} : f32[6,1]
+          %1 = sub(%x, %0) : f32[6,10]
+          %2 = view(%i) {shape=[6, 1]} : i64[6,1]
+          %3 = gather(%1, %2) {dim=1} : f32[6,1]
+          %4 = neg(%3) : f32[6,1]
+          return %4
+        }""")
+    f = fused(str(g))
+    text = str(f)
+    assert str(parse(text)) == text
+    xs = example_inputs(g)
+    torch.testing.assert_close(run_reference(f, xs), run_reference(g, xs))
