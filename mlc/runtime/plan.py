@@ -8,6 +8,7 @@ walks the step list.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -20,7 +21,7 @@ from ..codegen.compile import load_kernel, sizes_fn
 from ..codegen.config import PERSISTENT_LIMIT, launch_config
 from ..codegen.kernel import KernelSource, generate
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops import OPS
+from ..ir.ops import OPS, Category
 from ..ir.types import SymType, TensorType, free_symbols
 from .reference import _has_symbols, resolve
 
@@ -38,6 +39,11 @@ def _symbol_getters(graph: Graph) -> list[tuple[sympy.Symbol, int, int | None]]:
             if isinstance(dim, sympy.Symbol):
                 found.setdefault(dim, (k, d))
     return [(s, k, d) for s, (k, d) in found.items()]
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_unsupported(op: str):
+    warnings.warn(f"mlc: '{op}' has no Triton code; it runs through torch outside any kernel", stacklevel=4)
 
 
 class KernelLaunch:
@@ -105,6 +111,23 @@ class Plan:
         self.num_slots = len(slot)
         self.n_inputs = len(graph.inputs)
         self.out_slots = [slot[v] for v in graph.outputs]
+        # After each step, the slots nothing later reads: dropped so memory is freed early.
+        last_use: dict[int, int] = {}
+        for i, node in enumerate(graph.nodes):
+            for v in node.inputs:
+                last_use[slot[v]] = i
+        keep = set(self.out_slots)
+        self.free_after: list[list[int]] = [[] for _ in graph.nodes]
+        for s, i in last_use.items():
+            if s not in keep and s >= self.n_inputs:
+                self.free_after[i].append(s)
+        # Constants take no step (they are put in place before the first).
+        self.free_after = [f for n, f in zip(graph.nodes, self.free_after) if n.op != "constant"]
+        assert len(self.free_after) == len(self.steps)
+        unsupported = sorted({n.op for n in graph.nodes if OPS[n.op].category in (Category.POINTWISE,
+                                                                                     Category.REDUCTION)})
+        for op in unsupported:
+            _warn_unsupported(op)
 
     def _add_step(self, node: Node, slot: dict[Value, int], interpret: bool):
         ins = [slot[v] for v in node.inputs]
@@ -155,6 +178,8 @@ class Plan:
         for o, c in self.constants:
             values[o] = c
         env = {s: (args[k] if d is None else args[k].shape[d]) for s, k, d in self.getters}
-        for step in self.steps:
+        for step, free in zip(self.steps, self.free_after):
             step(values, env)
+            for s in free:
+                values[s] = None
         return [values[o] for o in self.out_slots]
