@@ -90,8 +90,8 @@ def kernel_cost(node: Node, env) -> tuple[int, int]:
     body: Graph = node.attrs["body"]
     space = max(_numel(v.type, env) for v in body.outputs)
     for n in body.nodes:
-        if OPS[n.op].category is Category.REDUCTION:
-            space = max(space, _numel(n.inputs[0].type, env))
+        if OPS[n.op].category in (Category.REDUCTION, Category.MATMUL):
+            space = max([space] + [_numel(v.type, env) for v in n.inputs])
     read = sum(min(_numel(v.type, env), space) * v.type.itemsize for v in node.inputs)
     written = sum(_bytes(t, env) for t in node.types)
     return read + written, sum(node_flops(n, env) for n in body.nodes)

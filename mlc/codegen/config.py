@@ -28,3 +28,15 @@ def launch_config(ks: KernelSource, numel: int, rnumel: int | None, interpret: b
     if not interpret:
         xblock = min(xblock, 8)
     return {"XBLOCK": xblock, "RBLOCK": rblock, "num_warps": 4 if rblock * xblock <= 2048 else 8}
+
+
+def matmul_config(m: int, n: int, k: int, interpret: bool) -> dict:
+    """Tile sizes for the matmul template. ``tl.dot`` needs every tile dim to be at least 16."""
+    if interpret:  # few, large programs
+        bm, bn, bk = (max(16, min(next_pow2(d), 128)) for d in (m, n, k))
+        return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk, "GROUP_SIZE_M": 8,
+                "num_warps": 4, "num_stages": 1}
+    bm = 16 if m <= 16 else 64 if m <= 64 else 128  # M=1 (decode) still gets a 16-row tile
+    bn = 64 if n <= 64 else 128
+    return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8,
+            "num_warps": 4 if bm * bn <= 64 * 128 else 8, "num_stages": 3}

@@ -52,8 +52,19 @@ def _prod(dims) -> Dim:
     return out if isinstance(out, int) else sympy.expand(out)
 
 
+# unravel's results, so that ravel can give back the flat index instead of rebuilding it as
+# (a // 16) * 16 + a % 16: a reshape and its inverse then read a value at the same string.
+_UNRAVELED: dict[tuple, str] = {}
+
+
 def unravel(flat: str, shape) -> list[str]:
     """The row-major multi-index of ``flat`` in ``shape``."""
+    out = _unravel(flat, shape)
+    _UNRAVELED[(tuple(out), tuple(shape))] = flat
+    return out
+
+
+def _unravel(flat: str, shape) -> list[str]:
     out = []
     for k, d in enumerate(shape):
         if d == 1:
@@ -68,6 +79,9 @@ def unravel(flat: str, shape) -> list[str]:
 
 
 def ravel(idx: list[str], shape) -> str:
+    known = _UNRAVELED.get((tuple(idx), tuple(shape)))
+    if known is not None:
+        return known
     terms = []
     for k, (i, d) in enumerate(zip(idx, shape)):
         if d == 1 or i == "0":

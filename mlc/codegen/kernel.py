@@ -43,7 +43,7 @@ _PTR_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16
 CODEGEN_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "argmax", "argmin", "any", "all"}
 CODEGEN_OPS = set(TRITON_EXPR) | {"gelu", "clamp", "convert", "div", "pow", "full", "arange", "view", "permute",
                                   "expand", "slice", "select", "copy", "embedding", "gather", "index_select",
-                                  "index", "cat"} | CODEGEN_REDUCTIONS
+                                  "index", "cat", "mm", "bmm"} | CODEGEN_REDUCTIONS
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -64,6 +64,7 @@ class KernelSource:
     rnumel: sympy.Expr | int | None = None  # reduction: elements per row
     persistent: bool = False
     input_strided: list[list[int]] = field(default_factory=list)  # dims whose stride each input passes
+    mnk: tuple | None = None  # matmul: (M, N, K, batch) sizes
 
 
 class _Writer:
@@ -80,6 +81,7 @@ class _Writer:
         self.strided: list[set[int]] = [set() for _ in body.inputs]
         self.mask = "mask"
         self.cond: list[str] = []  # extra load conditions (inside a branch of cat)
+        self.raw_loads = False  # matmul operands keep their dtype (fp16 tiles for tl.dot)
 
     def line(self, text: str):
         self.lines.append("    " * self.indent + text)
@@ -109,7 +111,7 @@ class _Writer:
     # --- values -------------------------------------------------------------------------
 
     def emit(self, value: Value, idx: list[str]) -> str:
-        key = (value, tuple(idx), tuple(self.cond), self.mask)
+        key = (value, tuple(idx), tuple(self.cond), self.mask, self.raw_loads)
         if key not in self.memo:
             self.memo[key] = self._emit(value, idx)
         return self.memo[key]
@@ -152,7 +154,9 @@ class _Writer:
             v = self.var("tmp", f"tl.load(in{k}_ptr)", t.dtype)
         if t.dtype == torch.bool:
             v = self.var("tmp", f"{v} != 0", torch.bool)
-        return self.var("tmp", self.cast(v, t.dtype), compute_dtype(t.dtype)) if compute_dtype(t.dtype) != t.dtype else v
+        if self.raw_loads or compute_dtype(t.dtype) == t.dtype:
+            return v
+        return self.var("tmp", self.cast(v, t.dtype), compute_dtype(t.dtype))
 
     def _view_index(self, node: Node, idx: list[str]) -> list[str]:
         x, out = node.inputs[0].type, node.types[0]
@@ -331,9 +335,20 @@ def _numel(shape):
     return ix._prod(shape)
 
 
-def generate(body: Graph, persistent_limit: int = 4096) -> KernelSource:
-    """Triton source for a region; raises ``CodegenError`` if it is not one kernel."""
+def generate(body: Graph, persistent_limit: int = 4096, interpret: bool = False) -> KernelSource:
+    """Triton source for a region; raises ``CodegenError`` if it is not one kernel.
+
+    ``interpret``: the kernel is for Triton's CPU interpreter, whose bf16 ``tl.dot`` is wrong
+    (triton 3.9), so bf16 matmul tiles are multiplied in fp32 there.
+    """
     reductions = [n for n in body.nodes if n.op in REDUCTIONS]
+    matmuls = [n for n in body.nodes if n.op in ("mm", "bmm")]
+    if matmuls:
+        from .matmul import generate_matmul
+
+        if reductions:
+            raise CodegenError("a matmul and a reduction in one kernel")
+        return generate_matmul(body, matmuls, interpret)
     for n in body.nodes:
         if n.op not in CODEGEN_OPS:
             raise CodegenError(f"no Triton code for '{n.op}'")

@@ -13,7 +13,9 @@ reader outside kernels are dead code afterwards.
 
 A candidate region is legal when it creates no cycle and the code generator can write it
 as one kernel; each rejected neighbour pair is recorded with the reason in ``graph.notes``.
-Matmuls and fallbacks are never fused here.
+A matmul becomes a Triton kernel when it gets an epilogue (bias, activation, residual, cast,
+or a second matmul of the same input it meets in a pointwise op, as in SwiGLU); a matmul
+with nothing to fuse stays an ATen call (cuBLAS on a GPU). Fallbacks are never fused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from ..ir.types import TensorType
 
 def _fusible(node: Node) -> bool:
     cat = OPS[node.op].category
-    return cat in (Category.POINTWISE, Category.REDUCTION, Category.DATA) and node.op in CODEGEN_OPS
+    return cat in (Category.POINTWISE, Category.REDUCTION, Category.DATA, Category.MATMUL) and node.op in CODEGEN_OPS
+
+
+def _only_matmuls(nodes) -> bool:
+    return all(OPS[n.op].category is Category.MATMUL for n in nodes)
 
 
 def _inlinable(node: Node) -> bool:
@@ -164,6 +170,10 @@ def fuse(graph: Graph) -> Graph:
         else:
             r.merge([], [node])
     _fuse_siblings(r)
+    for i in [i for i, ms in r.members.items() if _only_matmuls(ms)]:
+        # A matmul with nothing to fuse runs as ATen (cuBLAS on a GPU), not as the template.
+        for n in r.members.pop(i):
+            del r.region[n]
     return _build(graph, r)
 
 
@@ -172,7 +182,7 @@ def _fuse_siblings(r: _Regions):
     changed = True
     while changed:
         changed = False
-        ids = list(r.members)
+        ids = [i for i in r.members if not _only_matmuls(r.members[i])]
         reads = {i: set(r.body(r.members[i])[1]) for i in ids}
         for a_pos, a in enumerate(ids):
             for b in ids[a_pos + 1:]:

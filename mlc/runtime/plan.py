@@ -18,7 +18,7 @@ import torch
 import triton
 
 from ..codegen.compile import load_kernel, sizes_fn
-from ..codegen.config import PERSISTENT_LIMIT, launch_config
+from ..codegen.config import PERSISTENT_LIMIT, launch_config, matmul_config
 from ..codegen.kernel import KernelSource, generate
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS, Category
@@ -50,45 +50,59 @@ class KernelLaunch:
     """One generated kernel, ready to launch with its inputs and size symbols."""
 
     def __init__(self, body: Graph, interpret: bool, persistent_limit: int = PERSISTENT_LIMIT):
-        self.source: KernelSource = generate(body, persistent_limit)
+        self.source: KernelSource = generate(body, persistent_limit, interpret)
         self.fn = load_kernel(self.source, interpret)
         self.interpret = interpret
         ks = self.source
         self.symbols = ks.symbols
         self.out_types = [v.type for v in body.outputs]
-        exprs = [ks.numel, ks.rnumel or 1] + [d for t in self.out_types for d in t.shape]
-        self.sizes = sizes_fn(exprs, self.symbols)
+        launch_sizes = list(ks.mnk) if ks.kind == "matmul" else [ks.numel, ks.rnumel or 1]
+        self.n_launch_sizes = len(launch_sizes)
+        self.sizes = sizes_fn(launch_sizes + [d for t in self.out_types for d in t.shape], self.symbols)
         self.strided = ks.input_strided
-        self.configs: dict[tuple, dict] = {}
+        self.configs: dict[tuple, tuple[dict, dict]] = {}
+
+    def _config(self, sizes: tuple) -> tuple[dict, dict]:
+        """(constexpr meta-parameters, launch options) for these sizes, decided once per size."""
+        if sizes not in self.configs:
+            if self.source.kind == "matmul":
+                cfg = matmul_config(*sizes[:3], self.interpret)
+            else:
+                cfg = launch_config(self.source, sizes[0], sizes[1], self.interpret)
+            options = {} if self.interpret else {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
+            self.configs[sizes] = ({k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")}, options)
+        return self.configs[sizes]
 
     def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
         syms = [env[s] for s in self.symbols]
-        sizes = self.sizes(*syms)
-        numel, rnumel, dims = sizes[0], sizes[1], sizes[2:]
+        all_sizes = self.sizes(*syms)
+        sizes, dims = tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
         outs, pos = [], 0
         device = inputs[0].device if inputs else torch.device("cpu")
         for t in self.out_types:
             shape = tuple(int(d) for d in dims[pos:pos + t.rank])
             pos += t.rank
             outs.append(torch.empty(shape, dtype=t.dtype, device=device))
-        if numel == 0:
+        if any(o.numel() == 0 for o in outs):
             return outs
         strides = [x.stride(d) for x, ds in zip(inputs, self.strided) for d in ds]
-        key = (numel, rnumel)
-        cfg = self.configs.get(key)
-        if cfg is None:
-            cfg = self.configs[key] = launch_config(self.source, numel, rnumel, self.interpret)
-        meta = {k: v for k, v in cfg.items() if k != "num_warps"}
-        block = meta.get("BLOCK_SIZE") or meta["XBLOCK"]
-        grid = (triton.cdiv(numel, block),)
-        extra = [numel, rnumel] if self.source.kind == "reduction" else [numel]
+        meta, options = self._config(sizes)
+        kind = self.source.kind
+        if kind == "matmul":
+            m, n, k, batch = sizes
+            grid = (triton.cdiv(m, meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
+            extra = [m, n, k]
+        else:
+            grid = (triton.cdiv(sizes[0], meta.get("BLOCK_SIZE") or meta["XBLOCK"]),)
+            extra = [sizes[0], sizes[1]] if kind == "reduction" else [sizes[0]]
+        args = (*inputs, *outs, *syms, *extra, *strides)
         if self.interpret:
             # Masked-off lanes compute too in the interpreter (log(0), 0/0): numpy's warnings
             # about them say nothing about the stored results.
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                self.fn[grid](*inputs, *outs, *syms, *extra, *strides, **meta)
+                self.fn[grid](*args, **meta)
         else:
-            self.fn[grid](*inputs, *outs, *syms, *extra, *strides, **meta, num_warps=cfg["num_warps"])
+            self.fn[grid](*args, **meta, **options)
         return outs
 
 

@@ -109,21 +109,42 @@ def test_not_fused_reasons_are_recorded():
         }""")
     notes = "\n".join(g.notes)
     FileCheck().check("not fused: sub -> sum: reductions over different dims or shapes") \
-        .check("not fused: sub -> mm: mm is not generated as a kernel (matmul)").run(notes)
-    assert len(kernels(g)) == 2
+        .check("not fused: sub -> mm: a matmul and a reduction in one kernel") \
+        .check("not fused: mm -> atan2: atan2 is not generated as a kernel (pointwise)").run(notes)
+    # The matmul had nothing to fuse: it stays an ATen call.
+    assert [n.op for n in g.nodes] == ["kernel", "kernel", "mm", "atan2"]
 
 
-def test_a_path_through_a_matmul_keeps_two_kernels_apart():
+def test_a_path_through_an_unfused_op_keeps_two_kernels_apart():
     g = fused("""
         graph @f(%x: f32[16,16]) {
           %0 = exp(%x) : f32[16,16]
-          %1 = mm(%0, %0) : f32[16,16]
+          %1 = atan2(%0, %0) : f32[16,16]
           %2 = add(%0, %1) : f32[16,16]
           return %2
         }""")
-    ops = [n.op for n in g.nodes]
-    assert ops == ["kernel", "mm", "kernel"]
+    assert [n.op for n in g.nodes] == ["kernel", "atan2", "kernel"]
     assert any("would create a cycle" in n for n in g.notes)
+
+
+def test_matmul_epilogues_and_the_swiglu_pair():
+    g = fused("""
+        graph @mlp(%x: f32[6,16], %w1: f32[32,16], %w3: f32[32,16], %w2: f32[16,32], %b2: f32[16]) {
+          %0 = permute(%w1) {dims=[1, 0]} : f32[16,32]
+          %1 = mm(%x, %0) : f32[6,32]
+          %2 = silu(%1) : f32[6,32]
+          %3 = permute(%w3) {dims=[1, 0]} : f32[16,32]
+          %4 = mm(%x, %3) : f32[6,32]
+          %5 = mul(%2, %4) : f32[6,32]
+          %6 = permute(%w2) {dims=[1, 0]} : f32[32,16]
+          %7 = mm(%5, %6) : f32[6,16]
+          %8 = add(%7, %b2) : f32[6,16]
+          %9 = add(%x, %8) : f32[6,16]
+          return %9
+        }""")
+    # Two kernels, and no transpose is ever copied: weights are read through their strides.
+    assert kernels(g) == ["fused_mm_silu_mul", "fused_mm_add"]
+    assert [n.op for n in g.nodes] == ["kernel", "kernel"]
 
 
 def test_fused_graph_round_trips_and_matches_the_reference():
