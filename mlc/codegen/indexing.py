@@ -84,7 +84,7 @@ def ravel(idx: list[str], shape) -> str:
         return known
     terms = []
     for k, (i, d) in enumerate(zip(idx, shape)):
-        if d == 1 or i == "0":
+        if i == "0":
             continue
         inner = _prod(shape[k + 1:])
         terms.append(i if inner == 1 else f"{i} * {size(inner)}")

@@ -143,7 +143,7 @@ class _Writer:
     def _load(self, k: int, t: TensorType, idx: list[str]) -> str:
         terms = []
         for d, (i, size) in enumerate(zip(idx, t.shape)):
-            if size == 1 or i == "0":
+            if i == "0":  # a size-1 dim indexed by tile offsets is still read: it shapes the pointer block
                 continue
             self.strided[k].add(d)
             terms.append(f"{i} * in{k}_stride{d}")

@@ -29,7 +29,8 @@ class _MatmulWriter(_Writer):
 
     def _emit(self, value: Value, idx: list[str]) -> str:
         if value.node in self.acc:
-            if idx != self.tile_index():
+            shape = value.type.shape  # size-1 dims may be indexed by 0 or by their tile offsets
+            if ix.reshape(idx, shape, shape) != ix.reshape(self.tile_index(), shape, shape):
                 raise CodegenError("a matmul's result is read at another position than its own tile")
             return self.acc[value.node]
         return super()._emit(value, idx)
@@ -116,7 +117,7 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
     w.line(f"c_mask = {w.mask}")
     w.mask = "c_mask"
     for k, v in enumerate(body.outputs):
-        idx = ix.reshape(w.tile_index(), out_shape, v.type.shape)
+        idx = w.tile_index() if v.type.shape == out_shape else ix.reshape(w.tile_index(), out_shape, v.type.shape)
         val = w.emit(v, idx)
         if _is_literal(val):
             val = f"tl.full((BLOCK_SIZE_M, BLOCK_SIZE_N), {val}, {TL_DTYPE[v.type.dtype]})"
