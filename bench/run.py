@@ -56,6 +56,31 @@ def pointwise_chain(x, y):
     return torch.tanh(F.gelu(x * 2 + y) - torch.sigmoid(y)) * 0.5
 
 
+class GPT2MLP(torch.nn.Module):
+    """x + (gelu(x @ W1 + b1)) @ W2 + b2: the target is exactly 2 kernels."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.fc, self.proj = torch.nn.Linear(d, 4 * d), torch.nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        return x + self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class LlamaMLP(torch.nn.Module):
+    """x + w2(silu(w1 n) * w3 n) with n = rmsnorm(x): the target is at most 2 kernels after the norm."""
+
+    def __init__(self, d, d_ff):
+        super().__init__()
+        self.norm = torch.nn.RMSNorm(d, eps=1e-6)
+        self.w1, self.w3 = torch.nn.Linear(d, d_ff, bias=False), torch.nn.Linear(d, d_ff, bias=False)
+        self.w2 = torch.nn.Linear(d_ff, d, bias=False)
+
+    def forward(self, x):
+        n = self.norm(x)
+        return x + self.w2(F.silu(self.w1(n)) * self.w3(n))
+
+
 def target_cases(quick: bool):
     rows, d = (64, 256) if quick else (4096, 768)
     x = torch.randn(rows, d)
@@ -67,6 +92,17 @@ def target_cases(quick: bool):
         "rms_norm": (rms_norm, (x, torch.randn(d))),
         "rope": (rope, (q, torch.randn(q.shape[-2], 64), torch.randn(q.shape[-2], 64))),
         "pointwise_chain": (pointwise_chain, (x, torch.randn(d))),
+    }
+
+
+# Matmul targets: (model, inputs, expected kernels)
+def mlp_cases(quick: bool):
+    d, rows = (64, 32) if quick else (768, 4096)
+    dtype = torch.float32 if quick else torch.float16
+    x = torch.randn(rows // 8, 8, d, dtype=dtype)
+    return {
+        "gpt2_mlp": (GPT2MLP(d).to(dtype).eval(), (x,), 2),
+        "llama_mlp (norm + 2)": (LlamaMLP(d, 8 * d // 3 // 8 * 8).to(dtype).eval(), (x,), 3),
     }
 
 
@@ -132,10 +168,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     targets = [measure(n, f, x) for n, (f, x) in target_cases(args.quick).items()]
+    mlps = [(measure(n, m, x), want) for n, (m, x, want) in mlp_cases(args.quick).items()]
     models = []
     for name, (model, inputs) in model_cases(args.quick).items():
         models.append(measure(name, model.eval(), inputs))
-    text = ("## Targets: each one kernel\n\n" + table(targets) + "\n\n## Models (inference)\n\n" + table(models)
+    text = ("## Targets: each one kernel\n\n" + table(targets)
+            + "\n\n## Matmul targets: GPT-2 MLP 2 kernels, LLaMA MLP 2 after its norm; bytes <= 0.6 of eager\n\n"
+            + table([r for r, _ in mlps]) + "\n\n## Models (inference)\n\n" + table(models)
             + "\n\nMB are modeled bytes through global memory per call; non-matmul excludes matmuls, attention "
               "and convolutions (ATen calls, the same for both). H100 us: each launch bound by bytes or FLOPs, "
               "plus 4 us launch overhead.\n")
@@ -144,10 +183,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (out / f"results{suffix}.md").write_text(text)
-    (out / f"results{suffix}.json").write_text(json.dumps({"targets": targets, "models": models}, indent=1))
+    (out / f"results{suffix}.json").write_text(
+        json.dumps({"targets": targets, "matmul_targets": [r for r, _ in mlps], "models": models}, indent=1))
     bad = [t["name"] for t in targets if t["kernels"] != 1 or t["launches"] != 1]
+    bad += [r["name"] for r, want in mlps if r["launches"] != want or r["mb"] > 0.6 * r["eager_mb"]]
     if bad:
-        print(f"targets not one kernel: {', '.join(bad)}", file=sys.stderr)
+        print(f"targets missed: {', '.join(bad)}", file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -316,7 +316,7 @@ def _header(name: str, w: _Writer, kind: str, sizes: list[str]) -> tuple[list[st
 def kernel_name(body: Graph) -> str:
     ops = []
     for n in body.nodes:
-        if n.op not in ops and OPS[n.op].category not in (Category.VIEW, Category.CREATION):
+        if n.op not in ops and n.op != "copy" and OPS[n.op].category not in (Category.VIEW, Category.CREATION):
             ops.append(n.op)
     return "fused_" + "_".join(ops[:6] or ["copy"]) + ("_etc" if len(ops) > 6 else "")
 

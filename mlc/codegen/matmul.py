@@ -36,6 +36,16 @@ class _MatmulWriter(_Writer):
         return super()._emit(value, idx)
 
 
+def _operand_key(v: Value, body: Graph):
+    """Equal for two operands that read the same input through the same views."""
+    inputs = {n.out: k for k, n in enumerate(body.inputs)}
+    key = []
+    while v not in inputs:
+        key.append((v.node.op, tuple(sorted((k, str(x)) for k, x in v.node.attrs.items()))))
+        v = v.node.inputs[0]
+    return inputs[v], tuple(key)
+
+
 def _operand_is_read_from_memory(v: Value, body: Graph) -> bool:
     inputs = {n.out for n in body.inputs}
     while v not in inputs:
@@ -51,11 +61,12 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
     a, b = first.inputs
     out_shape = first.types[0].shape
     for mm in matmuls:
-        if mm.op != first.op or mm.types[0].shape != out_shape or mm.inputs[0] != a:
-            raise CodegenError("matmuls in one kernel must share their first operand and their shape")
         for v in mm.inputs:
             if not _operand_is_read_from_memory(v, body):
                 raise CodegenError("a matmul operand computed in the kernel (operands are read from memory)")
+        if mm.op != first.op or mm.types[0].shape != out_shape or \
+                _operand_key(mm.inputs[0], body) != _operand_key(a, body):
+            raise CodegenError("matmuls in one kernel must share their first operand and their shape")
             if not v.type.dtype.is_floating_point:
                 raise CodegenError("integer matmuls are not generated")
     total = ix._prod(out_shape)
