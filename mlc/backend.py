@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import warnings
 from typing import Any, Callable
 
 import torch
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .frontend.decompositions import decompositions
 from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
-from .ir.graph import Graph
+from .ir.graph import Graph, GraphBuilder, Node, Value
 from .options import Options, make_options
-from .passes import PIPELINE, PassRecord, run_passes
+from .passes import PIPELINE, PassRecord, fold_constants, run_passes
 from .ir.types import TensorType
 from .runtime.plan import Plan
 from .runtime.reference import run_reference
@@ -63,10 +65,13 @@ def _warn_no_kernels():
 
 
 def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
-                  on_compile: Callable[[Graph, CompiledGraph], Any] | None = None) -> Callable:
+                  on_compile: Callable[[Graph, CompiledGraph], Any] | None = None,
+                  frozen: dict[int, tuple[str, torch.Tensor]] | None = None) -> Callable:
     """Compile one ATen graph from AOT autograd (``kind`` is forward, backward or inference).
 
     ``on_compile(imported_graph, compiled)`` lets ``capture`` and ``explain`` watch.
+    ``frozen`` maps input positions to the (name, tensor) that becomes a constant there; the
+    compiled graph then takes the other inputs only.
     """
     name = f"{kind}_{next(_graph_ids)}"
     try:
@@ -75,11 +80,127 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
         warnings.warn(f"mlc: graph {name} runs through PyTorch unchanged: {e}", stacklevel=2)
         return make_boxed_func(gm.forward)
     records: list[PassRecord] = []
-    graph = run_passes(imported.graph, PIPELINE, verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
+    graph = freeze_inputs(imported.graph, frozen) if frozen else imported.graph
+    graph = run_passes(graph, pipeline(opts), verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
     compiled = CompiledGraph(graph, imported.output_spec, records, opts)
     if on_compile is not None:
         on_compile(imported.graph, compiled)
     return compiled
+
+
+def pipeline(opts: Options) -> list:
+    """``PIPELINE`` with the options its passes take (``fold_limit``)."""
+    fold = functools.update_wrapper(functools.partial(fold_constants, limit=opts.fold_limit), fold_constants)
+    return [fold if p is fold_constants else p for p in PIPELINE]
+
+
+# --- freezing -------------------------------------------------------------------------------
+
+
+def freeze_inputs(graph: Graph, frozen: dict[int, tuple[str, torch.Tensor]]) -> Graph:
+    """``graph`` with the inputs at ``frozen``'s positions turned into named constants."""
+    b = GraphBuilder(graph.name)
+    env: dict[Value, Value] = {}
+    for k, node in enumerate(graph.inputs):
+        if k not in frozen:
+            env[node.out] = b.input(node.name, node.types[0])
+    for k, node in enumerate(graph.inputs):
+        if k in frozen:
+            name, tensor = frozen[k]
+            env[node.out] = b.constant(name, tensor.detach(), node.types[0])
+    for node in graph.nodes:
+        if node.op == "constant":
+            env[node.out] = b.constant(node.name, graph.constants.get(node.name), node.types[0])
+            continue
+        new = b.append(Node(node.op, [env[v] for v in node.inputs], node.attrs, node.types))
+        env.update(zip(node.results, new.results))
+    return b.build(env[v] for v in graph.outputs)
+
+
+class FrozenGraph:
+    """An inference graph compiled with its parameters and buffers as constants.
+
+    Dynamo passes parameters as graph inputs and, unless Inductor's own freezing is on, does
+    not guard them. So the guard is here, on every call: each frozen input must be the tensor
+    object that was frozen, at the version it was frozen at (in-place updates, an optimizer
+    step included, bump ``_version``). When one is not, the graph is compiled again with the
+    values the inputs hold now: the cost of a changed weight is one compile, never a stale
+    result. The check is one identity and one integer comparison per frozen tensor.
+    """
+
+    def __init__(self, compile: Callable[[dict], CompiledGraph], frozen: dict[int, tuple[str, torch.Tensor]],
+                 n_inputs: int):
+        self._boxed_call = True
+        self.compile = compile
+        self.names = {k: name for k, (name, _) in frozen.items()}
+        self.positions = sorted(frozen)
+        self.rest = [k for k in range(n_inputs) if k not in frozen]
+        self.freezes = 0
+        self._freeze([t for _, t in (frozen[k] for k in self.positions)])
+
+    def _freeze(self, tensors: list[torch.Tensor]):
+        self.tensors, self.versions = tensors, [t._version for t in tensors]
+        # AOT autograd compiles under a FakeTensorMode; folding computes with the real tensors.
+        with unset_fake_temporarily():
+            self.compiled = self.compile({k: (self.names[k], t) for k, t in zip(self.positions, tensors)})
+        if not isinstance(self.compiled, CompiledGraph):  # mlc could not import it: PyTorch runs it, unfrozen
+            self.rest = list(range(len(self.rest) + len(self.positions)))
+        self.freezes += 1
+
+    def __call__(self, args: list) -> list:
+        tensors = [args[k] for k in self.positions]
+        if any(a is not b for a, b in zip(tensors, self.tensors)) or [t._version for t in tensors] != self.versions:
+            self._freeze(tensors)
+        return self.compiled([args[k] for k in self.rest])
+
+
+_SOURCE_PART = re.compile(r"\._(modules|parameters|buffers)\['([^']+)'\]")
+
+
+def _freezable(gm: torch.fx.GraphModule, example_inputs) -> dict[int, tuple[str, torch.Tensor]]:
+    """The inputs of the inference graph AOT autograd is compiling that may become constants.
+
+    Parameters (``nn.Parameter``) and module buffers (known from Dynamo's source of the input)
+    that the graph does not write, with the shape, dtype and strides the graph was traced for.
+    AOT autograd's inputs are its lifted parameters, then Dynamo's inputs; when its graph takes
+    another number of inputs (deduplicated ones), nothing is frozen.
+    """
+    context = torch._guards.TracingContext.try_get()
+    meta = context.fw_metadata if context is not None else None
+    if meta is None:
+        return {}
+    sources = [getattr(n, "_dynamo_source", None) for n in gm.graph.find_nodes(op="placeholder")]
+    sources = [None] * len(context.params_flat or []) + sources
+    real = [*(context.params_flat or []), *example_inputs]
+    if not (len(real) == len(sources) == len(meta.input_info)):
+        return {}
+    frozen = {}
+    for k, (t, source, info) in enumerate(zip(real, sources, meta.input_info)):
+        name = source.name if source is not None else ""
+        if not isinstance(t, torch.Tensor) or not (isinstance(t, torch.nn.Parameter) or "._buffers[" in name):
+            continue
+        if info.mutates_data or info.mutates_metadata or t.is_inference() or type(t) not in (torch.Tensor,
+                                                                                           torch.nn.Parameter):
+            continue
+        parts = [m.group(2) for m in _SOURCE_PART.finditer(name)]
+        frozen[k] = (".".join(parts) or f"param{k}", t)
+    return frozen
+
+
+def _freeze_here(g: torch.fx.GraphModule, candidates: dict[int, tuple[str, torch.Tensor]]):
+    """``candidates`` that match ``g``'s inputs as traced (static shapes, same dtype and strides)."""
+    placeholders = g.graph.find_nodes(op="placeholder")
+    out = {}
+    for k, (name, t) in candidates.items():
+        fake = placeholders[k].meta.get("val") if k < len(placeholders) else None
+        if (isinstance(fake, torch.Tensor) and all(isinstance(d, int) for d in (*fake.shape, *fake.stride()))
+                and tuple(fake.shape) == tuple(t.shape) and tuple(fake.stride()) == t.stride()
+                and fake.dtype == t.dtype and fake.device == t.device):
+            out[k] = (name, t)
+    return out
+
+
+# --- the backend ----------------------------------------------------------------------------
 
 
 def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = None, options: dict | None = None,
@@ -90,10 +211,17 @@ def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = Non
     def compiler(kind):
         return lambda g, inputs: compile_graph(g, kind, opts, _on_compile)
 
+    def inference_compiler(g, inputs):
+        frozen = _freeze_here(g, _freezable(gm, example_inputs)) if opts.freeze else {}
+        if len(g.graph.find_nodes(op="placeholder")) != len(inputs) or not frozen:
+            return compile_graph(g, "inference", opts, _on_compile)
+        return FrozenGraph(lambda tensors: compile_graph(g, "inference", opts, _on_compile, tensors),
+                           frozen, len(inputs))
+
     return aot_autograd(
         fw_compiler=compiler("forward"),
         bw_compiler=compiler("backward"),
-        inference_compiler=compiler("inference"),
+        inference_compiler=inference_compiler,
         decompositions=decompositions(),
     )(gm, example_inputs)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,13 @@ class Option:
     env: str | None
     doc: str
     types: tuple[type, ...] = ()  # what a value may be, if not just the default's type (bool)
+    check: Callable[[object], str | None] | None = None  # what is wrong with a value (None: nothing)
+    parse: Callable[[str], object] | None = None  # how the environment variable's text becomes a value
+
+
+def _non_negative(value) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a number >= 0"
 
 
 OPTIONS = [
@@ -28,6 +36,24 @@ OPTIONS = [
     Option("interpret", False, "MLC_INTERPRET",
            "run generated kernels on CPU tensors in Triton's interpreter; without it, CPU graphs run "
            "op by op through torch (with a warning), since Triton kernels need a GPU"),
+    Option("freeze", True, "MLC_FREEZE",
+           "in inference graphs, treat parameters and buffers as constants, so that constant folding does "
+           "their transposes, casts, scalings and concatenations once at compile time. An inference graph "
+           "is one AOT autograd compiles for a call where no gradient is needed: under torch.no_grad() or "
+           "torch.inference_mode(), or when no input and no parameter requires grad; training graphs never "
+           "freeze. Buffers the graph writes (BatchNorm's running statistics in train mode) and inference "
+           "tensors stay inputs. A frozen graph checks on every call that each frozen input is the same "
+           "tensor object with the same version counter (in-place updates such as p.add_() or an optimizer "
+           "step bump it); when one is not, it compiles the graph again with the current values, so a "
+           "changed parameter never gives a stale result"),
+    Option("fold_limit", 2.0, "MLC_FOLD_LIMIT",
+           "constant folding replaces a node computed from constants alone by a constant tensor only if "
+           "that tensor has at most fold_limit times the elements of the constant tensors it is computed "
+           "from, where full and arange count as one element: weight transposes, casts and q/k/v "
+           "concatenations fold, but broadcasts and arange-like expansions (a causal mask) stay computed "
+           "in the kernel that reads them. A result that holds one number everywhere becomes a full, "
+           "whatever its size. 0 turns folding off",
+           types=(int, float), check=_non_negative, parse=float),
 ]
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -38,6 +64,8 @@ class Options:
     dump_dir: str | None = None
     verify: bool = False
     interpret: bool = False
+    freeze: bool = True
+    fold_limit: float = 2.0
     mode: str = "default"
 
 
@@ -47,6 +75,14 @@ def _from_env(opt: Option):
         return opt.default
     if isinstance(opt.default, bool):
         return raw.lower() not in ("0", "false", "no", "off")
+    if opt.parse is not None:
+        try:
+            value = opt.parse(raw)
+        except ValueError:
+            raise ValueError(f"{opt.env}={raw!r} is not a valid value for mlc option '{opt.name}'") from None
+        if opt.check is not None and opt.check(value):
+            raise ValueError(f"{opt.env}={raw!r}: mlc option '{opt.name}' {opt.check(value)}")
+        return value
     return raw
 
 
@@ -70,6 +106,9 @@ def make_options(mode: str | None = None, options: dict | None = None) -> Option
         if types and not isinstance(value, types):
             names = ", ".join("None" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"mlc option '{name}' must be one of the types {names}; got {value!r}")
+        problem = known[name].check(value) if known[name].check is not None else None
+        if problem:
+            raise ValueError(f"mlc option '{name}' {problem}, got {value!r}")
         values[name] = value
     return replace(Options(), mode=mode, **values)
 

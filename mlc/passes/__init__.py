@@ -1,13 +1,31 @@
 """Passes: each one file and one function ``Graph -> Graph``. ``PIPELINE`` is the order."""
 
+from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
+from .fold_constants import fold_constants
 from .fuse import fuse
 from .manager import PassRecord, run_passes
+from .simplify import simplify
 
-# fuse leaves behind the views and constants that only kernels read (each kernel inlines
-# its own copy); the second eliminate_dead_code removes them.
-PIPELINE = [eliminate_dead_code, fuse, eliminate_dead_code]
+# Clean-ups first, so that fusion sees the smallest graph. CSE runs before folding too, so
+# that two equal computations on a constant fold into one constant, not two equal ones.
+# Folding (which, on a frozen inference graph, does weight transposes, casts and
+# concatenations once) leaves constants and `full`s that simplify's rules match; rules and
+# folding leave duplicates for CSE and dead nodes for DCE. fuse leaves behind the views and
+# constants that only kernels read (each kernel inlines its own copy); the last
+# eliminate_dead_code removes them.
+PIPELINE = [
+    eliminate_dead_code,
+    eliminate_common_subexpressions,
+    fold_constants,
+    simplify,
+    eliminate_common_subexpressions,
+    eliminate_dead_code,
+    fuse,
+    eliminate_dead_code,
+]
 
 PASSES = {p.__name__: p for p in PIPELINE}  # by name, for `mlc opt --passes`
 
-__all__ = ["PIPELINE", "PASSES", "PassRecord", "run_passes", "eliminate_dead_code", "fuse"]
+__all__ = ["PIPELINE", "PASSES", "PassRecord", "run_passes", "eliminate_common_subexpressions",
+           "eliminate_dead_code", "fold_constants", "fuse", "simplify"]

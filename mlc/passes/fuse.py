@@ -168,7 +168,13 @@ def fuse(graph: Graph) -> Graph:
                 break
             r.notes.append(f"not fused: {r.members[i][-1].op} -> {node.op}: {reason}")
         else:
-            r.merge([], [node])
+            # Alone, too, the node must be one kernel (a pow with a tensor exponent, a
+            # reduction of a 0-d tensor are not); if not, it runs through its torch reference.
+            reason = r.why_not([node])
+            if reason is None:
+                r.merge([], [node])
+            else:
+                r.notes.append(f"not a kernel: {node.op}: {reason}")
     _fuse_siblings(r)
     for i in [i for i, ms in r.members.items() if _only_matmuls(ms)]:
         # A matmul with nothing to fuse runs as ATen (cuBLAS on a GPU), not as the template.

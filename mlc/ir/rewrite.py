@@ -1,0 +1,119 @@
+"""The rewrite driver: applies a list of local rules to a graph until none fires.
+
+A rule is ``(op, fn)``: for each node of that op, ``fn(node, *inputs)`` returns
+
+- ``None``: the rule does not apply;
+- a ``Value`` already in the new graph (usually one of ``inputs``, or a value behind them);
+- ``make(op, *inputs, **attrs)``: a new node, whose type the driver infers from the op table.
+
+``node`` is the node with its inputs already rewritten, so a rule reads producers through
+``inputs[i].node``. The driver applies a replacement only when its type is exactly the
+node's (same shape, dtype and device): a rule never has to prove that broadcasting or
+promotion leaves the type alone, the driver checks it. A new node is itself offered to the
+rules again, and the whole graph is swept until a sweep changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .graph import Graph, GraphBuilder, Node, Value
+from .ops import InferError, infer_types
+
+
+@dataclass(frozen=True)
+class Make:
+    """A node a rule asks for: built by the driver, typed by the op table."""
+
+    op: str
+    inputs: tuple[Value, ...]
+    attrs: dict[str, Any]
+
+
+def make(op: str, *inputs: Value, **attrs) -> Make:
+    return Make(op, inputs, attrs)
+
+
+Rule = tuple[str, Callable[..., "Value | Make | None"]]
+
+
+def scalar_value(v: Value):
+    """The number every element of ``v`` holds, if ``v`` is a ``full`` node; else None."""
+    return v.node.attrs["value"] if v.node.op == "full" else None
+
+
+def is_scalar(v: Value, number) -> bool:
+    """``v`` is a ``full`` of ``number`` (``True``/``False`` for a b8 condition)."""
+    value = scalar_value(v)
+    return value is not None and not isinstance(value, complex) and value == number
+
+
+def is_random(node: Node) -> bool:
+    """An ``aten`` node whose op draws random numbers: never folded, never merged."""
+    if node.op != "aten":
+        return False
+    from .fallback import resolve_target
+
+    try:
+        return torch.Tag.nondeterministic_seeded in resolve_target(node.attrs["target"]).tags
+    except ValueError:
+        return True  # unknown: treat as impure
+
+
+def rewrite(graph: Graph, rules: Sequence[Rule], max_sweeps: int = 10) -> Graph:
+    """Apply ``rules`` to ``graph`` until a fixed point (or ``max_sweeps`` sweeps)."""
+    by_op: dict[str, list[Callable]] = {}
+    for op, fn in rules:
+        by_op.setdefault(op, []).append(fn)
+    for _ in range(max_sweeps):
+        graph, changed = _sweep(graph, by_op)
+        if not changed:
+            break
+    return graph
+
+
+def _sweep(graph: Graph, by_op: dict[str, list[Callable]]) -> tuple[Graph, bool]:
+    b = GraphBuilder(graph.name)
+    env: dict[Value, Value] = {}
+    changed = False
+    for node in graph.inputs:
+        env[node.out] = b.input(node.name, node.types[0])
+    for node in graph.nodes:
+        if node.op == "constant":
+            env[node.out] = b.constant(node.name, graph.constants.get(node.name), node.types[0])
+            continue
+        new = Node(node.op, [env[v] for v in node.inputs], node.attrs, node.types)
+        result = _apply(b, new, by_op)
+        changed |= result is not None
+        if result is None:
+            b.append(new)
+            env.update(zip(node.results, new.results))
+        else:
+            env[node.out] = result
+    out = b.build(env[v] for v in graph.outputs)
+    return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, graph.notes), changed
+
+
+def _apply(b: GraphBuilder, node: Node, by_op: dict[str, list[Callable]], depth: int = 0) -> Value | None:
+    """The value that replaces ``node`` (a single-result node not yet in the graph), or None."""
+    if len(node.types) != 1 or depth > 20:
+        return None
+    for fn in by_op.get(node.op, ()):
+        result = fn(node, *node.inputs)
+        if result is None:
+            continue
+        if isinstance(result, Make):
+            try:
+                types = infer_types(result.op, [v.type for v in result.inputs], result.attrs)
+            except InferError:
+                continue
+            if len(types) != 1 or not types[0].same_value_type(node.types[0]):
+                continue
+            made = Node(result.op, result.inputs, result.attrs, types)
+            return _apply(b, made, by_op, depth + 1) or b.append(made).out
+        if result.type.same_value_type(node.types[0]):
+            return result
+    return None
