@@ -16,6 +16,7 @@ graph converts (``convert``) and where they are stored.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import sympy
@@ -31,6 +32,13 @@ from .exprs import GELU, HELPERS, POW_BY_CONSTANT, TRITON_EXPR
 class CodegenError(Exception):
     """The region cannot be written as one kernel (the fusion pass then splits it)."""
 
+
+# Names in generated code that are blocks: tile offsets and masks, per-dim tile indices
+# (x0, r1) and block constructors. An expression with none of them (nor a block variable)
+# is one value.
+_TILE_NAMES = {"offs", "mask", "xindex", "xmask", "rindex", "rmask", "roffset", "arange", "full", "zeros",
+               "offs_m", "offs_n", "offs_k", "kk", "c_mask"}  # the last: the matmul template's tiles
+_TILE_DIM = re.compile(r"[xr]\d+|acc\d*|accumulator")
 
 TL_DTYPE = {
     torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
@@ -75,6 +83,7 @@ class _Writer:
         self.counter = 0
         self.memo: dict = {}
         self.dtypes: dict[str, torch.dtype] = {}
+        self.scalars: set[str] = set()  # variables holding one value, not a block (see is_scalar)
         self.helpers: set[str] = set()
         self.users = body.users()
         self.input_index = {n.out: k for k, n in enumerate(body.inputs)}
@@ -91,7 +100,14 @@ class _Writer:
         self.counter += 1
         self.line(f"{name} = {expr}")
         self.dtypes[name] = dtype
+        if self.is_scalar(expr):
+            self.scalars.add(name)
         return name
+
+    def is_scalar(self, expr: str) -> bool:
+        """Is ``expr`` one value rather than a block: does it use no tile index, mask or block var?"""
+        return not any(n in _TILE_NAMES or _TILE_DIM.fullmatch(n) or (n in self.dtypes and n not in self.scalars)
+                       for n in re.findall(r"[A-Za-z_]\w*", expr))
 
     def convert(self, v: str, dtype: torch.dtype) -> str:
         """Code converting ``v`` to ``dtype`` (exactly as torch rounds)."""
@@ -147,11 +163,15 @@ class _Writer:
                 continue
             self.strided[k].add(d)
             terms.append(f"{i} * in{k}_stride{d}")
-        if terms:
-            mask = " & ".join([self.mask, *self.cond])
-            v = self.var("tmp", f"tl.load(in{k}_ptr + ({' + '.join(terms)}), mask={mask}, other=0)", t.dtype)
-        else:  # one element, always in bounds: a scalar that broadcasts
-            v = self.var("tmp", f"tl.load(in{k}_ptr)", t.dtype)
+        offset = " + ".join(terms) or "0"
+        mask = " & ".join([self.mask, *self.cond])
+        if self.is_scalar(offset):
+            # One element (a 0-d input, a select, a one-element index tensor), read into every
+            # lane of the tile. Left a scalar, it would break a masked load that uses it as an
+            # index (a block mask needs a block pointer), and Triton 3.9's interpreter mistypes
+            # comparisons of scalars (x != 0 stays fp32, so (x != 0) & y fails).
+            offset = f"{offset} + ({mask}) * 0"
+        v = self.var("tmp", f"tl.load(in{k}_ptr + ({offset}), mask={mask}, other=0)", t.dtype)
         if t.dtype == torch.bool:
             v = self.var("tmp", f"{v} != 0", torch.bool)
         if self.raw_loads or compute_dtype(t.dtype) == t.dtype:
@@ -184,6 +204,8 @@ class _Writer:
             i = self.cast(self.emit(index, idx), torch.int64)
             return self.emit(x, idx[:dim] + [i] + idx[dim + 1:])
         if node.op == "index_select":
+            if x.type.rank == 0:  # the one element of a 0-d tensor (the index can only be 0)
+                return self.emit(x, [])
             i = self.cast(self.emit(index, [idx[dim]] if index.type.rank else []), torch.int64)
             return self.emit(x, idx[:dim] + [i] + idx[dim + 1:])
         dims = list(node.attrs["dims"])

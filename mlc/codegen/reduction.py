@@ -21,6 +21,8 @@ from .kernel import (TL_DTYPE, CodegenError, KernelSource, _header, _is_literal,
 
 def _reduced_dims(node: Node) -> tuple[int, ...]:
     x = node.inputs[0].type
+    if x.rank == 0:  # dim 0 (or -1) of a 0-d tensor names no dim: nothing is reduced
+        return ()
     if node.op in ("argmax", "argmin"):
         dim = node.attrs["dim"]
         return tuple(range(x.rank)) if dim is None else (normalize_dim(dim, x.rank),)

@@ -371,6 +371,8 @@ ATEN_TO_MLC.update({
     aten.clamp.default: _clamp, aten.clamp.Tensor: _clamp,
     aten.clamp_min.default: lambda L, n, x, m: _clamp(L, n, x, min=m),
     aten.clamp_max.default: lambda L, n, x, m: _clamp(L, n, x, max=m),
+    # A core ATen op (not decomposed), and ATen's own hardtanh is clamp; relu6 is hardtanh(0, 6).
+    aten.hardtanh.default: lambda L, n, x, min_val=-1, max_val=1: _clamp(L, n, x, min=min_val, max=max_val),
     aten.where.self: _where, aten.where.ScalarSelf: _where, aten.where.ScalarOther: _where, aten.where.Scalar: _where,
     aten.masked_fill.Scalar: _masked_fill, aten.masked_fill.Tensor: _masked_fill,
     aten._to_copy.default: _to_copy, prims.convert_element_type.default: _convert,

@@ -56,7 +56,8 @@ class KernelLaunch:
         ks = self.source
         self.symbols = ks.symbols
         self.out_types = [v.type for v in body.outputs]
-        launch_sizes = list(ks.mnk) if ks.kind == "matmul" else [ks.numel, ks.rnumel or 1]
+        # rnumel 0 is a reduction over an empty dim (a sum of nothing is 0), not "no rnumel".
+        launch_sizes = list(ks.mnk) if ks.kind == "matmul" else [ks.numel, 1 if ks.rnumel is None else ks.rnumel]
         self.n_launch_sizes = len(launch_sizes)
         self.sizes = sizes_fn(launch_sizes + [d for t in self.out_types for d in t.shape], self.symbols)
         self.strided = ks.input_strided
