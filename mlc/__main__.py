@@ -2,6 +2,9 @@
 
     mlc ops [--markdown]          the op table (mlc ops, and the ATen ops that lower to them)
     mlc opt FILE [--passes a,b]   read IR text, run passes, print IR text (like mlir-opt)
+    mlc aot-check [--arch 80,90] [--models a,b] [--ir FILE] [--quick]
+                                  compile the generated kernels for NVIDIA GPUs ahead of time
+                                  (no GPU needed) and report registers, spills, shared memory
 """
 
 from __future__ import annotations
@@ -63,7 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     opt = sub.add_parser("opt", help="run passes over IR text and print the result")
     opt.add_argument("file", help="IR text file, or - for standard input")
     opt.add_argument("--passes", help="comma-separated pass names, in order")
+    aot = sub.add_parser("aot-check", help="compile the zoo's kernels for NVIDIA GPUs ahead of time (no GPU needed)",
+                         description="Compile every kernel mlc generates for the model zoo (inference and "
+                                     "training) with Triton for the given GPUs, then report ptxas's registers, "
+                                     "spills and shared memory per kernel. Exit code 1 if a kernel fails to compile.")
+    aot.add_argument("--arch", default="80,90", help="comma-separated compute capabilities (default: 80,90)")
+    aot.add_argument("--models", help="comma-separated zoo models (default: all, or none with --ir)")
+    aot.add_argument("--ir", action="append", default=[], metavar="FILE",
+                     help="IR text file whose graphs are kernel bodies to compile as they are (repeatable)")
+    aot.add_argument("--quick", action="store_true", help="fewer variants: small sizes, fp32 and bf16")
+    aot.add_argument("--jobs", type=int, default=0, help="parallel compiles (default: the number of CPUs, at most 8)")
+    aot.add_argument("-v", "--verbose", action="store_true", help="progress, and full compiler errors")
     args = parser.parse_args(argv)
+    if args.command == "aot-check":
+        from .codegen.aot import main as aot_check
+
+        return aot_check(args)
     if args.command == "ops":
         if args.markdown:
             print(ops_markdown(), end="")
@@ -76,5 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     return _opt(args)
 
 
+def _run() -> int:
+    try:
+        return main()
+    except BrokenPipeError:  # `mlc opt g.mlc | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())
