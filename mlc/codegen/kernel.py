@@ -263,14 +263,19 @@ class _Writer:
             expr = GELU[a["approximate"]].format(*args)
         elif op == "clamp":
             expr = args[0]
+            # Bounds as literals of the compute dtype: an infinite bound is float('-inf'), not inf.
             if a["min"] is not None:
-                expr = f"tl.where({expr} < {a['min']!r}, {a['min']!r}, {expr})"
+                lo = _literal(a["min"], cd)
+                expr = f"tl.where({expr} < {lo}, {lo}, {expr})"
             if a["max"] is not None:
-                expr = f"tl.where({expr} > {a['max']!r}, {a['max']!r}, {expr})"
+                hi = _literal(a["max"], cd)
+                expr = f"tl.where({expr} > {hi}, {hi}, {expr})"
         elif op == "div":
             expr = self._div(args, cd, a["rounding_mode"])
         elif op == "pow":
             expr = self._pow(node, args)
+        elif op in ("floor", "ceil", "trunc") and not cd.is_floating_point:
+            expr = args[0]  # integers are whole already; tl.floor and tl.ceil take floats only
         else:
             expr = TRITON_EXPR[op].format(*args)
             self.helpers.update(h for h in HELPERS if h + "(" in expr)
@@ -290,7 +295,11 @@ class _Writer:
     def _pow(self, node: Node, args) -> str:
         exp_node = node.inputs[1].node
         if exp_node.op == "full" and exp_node.attrs["value"] in POW_BY_CONSTANT:
-            return POW_BY_CONSTANT[exp_node.attrs["value"]].format(args[0])
+            base = args[0]
+            if _is_literal(base):  # a constant base becomes a 0-d tensor: the forms use .shape, tl.sqrt
+                base = self.var("tmp", f"tl.full([], {base}, {TL_DTYPE[compute_dtype(node.types[0].dtype)]})",
+                                compute_dtype(node.types[0].dtype))
+            return POW_BY_CONSTANT[exp_node.attrs["value"]].format(base)
         raise CodegenError("pow with an exponent that is not a small constant needs libdevice")
 
     def reduction_value(self, node: Node, idx: list[str]) -> str:

@@ -64,6 +64,8 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
         for v in mm.inputs:
             if not _operand_is_read_from_memory(v, body):
                 raise CodegenError("a matmul operand computed in the kernel (operands are read from memory)")
+            if not v.type.dtype.is_floating_point:
+                raise CodegenError("integer matmuls are not generated (they run through ATen)")
         if mm.op != first.op or mm.types[0].shape != out_shape or \
                 _operand_key(mm.inputs[0], body) != _operand_key(a, body):
             raise CodegenError("matmuls in one kernel must share their first operand and their shape")

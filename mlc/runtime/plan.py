@@ -18,7 +18,7 @@ import torch
 import triton
 
 from ..codegen.compile import load_kernel, sizes_fn
-from ..codegen.config import PERSISTENT_LIMIT, launch_config, matmul_config
+from ..codegen.config import PERSISTENT_LIMIT, launch_config, matmul_config, operand_itemsize
 from ..codegen.kernel import KernelSource, generate
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS, Category
@@ -67,7 +67,7 @@ class KernelLaunch:
         """(constexpr meta-parameters, launch options) for these sizes, decided once per size."""
         if sizes not in self.configs:
             if self.source.kind == "matmul":
-                cfg = matmul_config(*sizes[:3], self.interpret)
+                cfg = matmul_config(*sizes[:3], self.interpret, operand_itemsize(self.source))
             else:
                 cfg = launch_config(self.source, sizes[0], sizes[1], self.interpret)
             options = {} if self.interpret else {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}

@@ -46,8 +46,9 @@ def _has_symbols(value) -> bool:
     return isinstance(value, tuple) and any(_has_symbols(v) for v in value)
 
 
-def run_reference(graph: Graph, args: Sequence[Any]) -> list[Any]:
-    env = bind_symbols(graph, args)
+def run_reference(graph: Graph, args: Sequence[Any], outer: dict | None = None) -> list[Any]:
+    """Run ``graph`` op by op; ``outer`` holds size symbols bound by an enclosing graph."""
+    env = {**(outer or {}), **bind_symbols(graph, args)}
     values: dict[Value, Any] = {n.out: a for n, a in zip(graph.inputs, args)}
     for node in graph.nodes:
         if node.op == "constant":
@@ -58,8 +59,12 @@ def run_reference(graph: Graph, args: Sequence[Any]) -> list[Any]:
         if node.op == "symint":
             values[node.out] = resolve(node.types[0].expr, env)
             continue
-        attrs = {k: resolve(v, env) if _has_symbols(v) else v for k, v in node.attrs.items()}
-        out = OPS[node.op].ref(*(values[v] for v in node.inputs), **attrs)
+        if node.op == "kernel":  # its body sees this graph's size symbols (kernels get them as arguments)
+            out = run_reference(node.attrs["body"], [values[v] for v in node.inputs], env)
+            out = out[0] if len(out) == 1 else tuple(out)
+        else:
+            attrs = {k: resolve(v, env) if _has_symbols(v) else v for k, v in node.attrs.items()}
+            out = OPS[node.op].ref(*(values[v] for v in node.inputs), **attrs)
         if len(node.types) == 1:
             values[node.out] = out
         else:
