@@ -45,7 +45,7 @@ def _code(e: sympy.Expr) -> str:
     raise CodegenError(f"no Triton code for the size expression {e}")
 
 
-def _prod(dims) -> Dim:
+def product(dims) -> Dim:
     out = 1
     for d in dims:
         out = out * d
@@ -70,7 +70,7 @@ def _unravel(flat: str, shape) -> list[str]:
         if d == 1:
             out.append("0")
             continue
-        inner = _prod(shape[k + 1:])
+        inner = product(shape[k + 1:])
         expr = flat if inner == 1 else f"({flat} // {size(inner)})"
         if any(x != 1 for x in shape[:k]):
             expr = f"({expr} % {size(d)})"
@@ -86,7 +86,7 @@ def ravel(idx: list[str], shape) -> str:
     for k, (i, d) in enumerate(zip(idx, shape)):
         if i == "0":
             continue
-        inner = _prod(shape[k + 1:])
+        inner = product(shape[k + 1:])
         terms.append(i if inner == 1 else f"{i} * {size(inner)}")
     if len(terms) > 1:
         return "(" + " + ".join(terms) + ")"
@@ -124,10 +124,10 @@ def reshape(idx: list[str], out_shape, in_shape) -> list[str]:
         while pi != pj:
             if _smaller(pi, pj) and gi[-1] + 1 < n:
                 gi.append(gi[-1] + 1)
-                pi = _prod([out_shape[k] for k in gi])
+                pi = product([out_shape[k] for k in gi])
             elif gj[-1] + 1 < m:
                 gj.append(gj[-1] + 1)
-                pj = _prod([in_shape[k] for k in gj])
+                pj = product([in_shape[k] for k in gj])
             else:
                 return unravel(ravel(idx, out_shape), in_shape)
         if len(gi) == 1 and len(gj) == 1:

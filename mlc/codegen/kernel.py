@@ -362,9 +362,6 @@ def _symbols(body: Graph) -> list[sympy.Symbol]:
     return sorted(syms, key=str)
 
 
-def _numel(shape):
-    return ix._prod(shape)
-
 
 def generate(body: Graph, persistent_limit: int = 4096, interpret: bool = False) -> KernelSource:
     """Triton source for a region; raises ``CodegenError`` if it is not one kernel.
@@ -393,9 +390,9 @@ def generate(body: Graph, persistent_limit: int = 4096, interpret: bool = False)
 
 
 def _generate_pointwise(body: Graph) -> KernelSource:
-    numel = _numel(body.outputs[0].type.shape)
+    numel = ix.product(body.outputs[0].type.shape)
     for v in body.outputs:
-        if _numel(v.type.shape) != numel:
+        if ix.product(v.type.shape) != numel:
             raise CodegenError("outputs of a pointwise kernel must have the same number of elements")
     w = _Writer(body)
     name = kernel_name(body)
@@ -429,5 +426,5 @@ def _module(name: str, w: _Writer, args: list[str], strides: list[str], meta: li
     groups = [[a for a in args if a.endswith("_ptr")], [a for a in args if not a.endswith("_ptr")], strides,
               [f"{m}: tl.constexpr" for m in meta]]  # pointers, sizes, strides, meta-parameters
     params = ",\n    ".join(", ".join(g) for g in groups if g)
-    sig = [f"@triton.jit", f"def {name}(", f"    {params},", "):"]
+    sig = ["@triton.jit", f"def {name}(", f"    {params},", "):"]
     return "\n".join(head + sig + w.lines) + "\n"

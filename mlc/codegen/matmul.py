@@ -69,11 +69,9 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
         if mm.op != first.op or mm.types[0].shape != out_shape or \
                 _operand_key(mm.inputs[0], body) != _operand_key(a, body):
             raise CodegenError("matmuls in one kernel must share their first operand and their shape")
-            if not v.type.dtype.is_floating_point:
-                raise CodegenError("integer matmuls are not generated")
-    total = ix._prod(out_shape)
+    total = ix.product(out_shape)
     for v in body.outputs:
-        if ix._prod(v.type.shape) != total:
+        if ix.product(v.type.shape) != total:
             raise CodegenError("an output that is not the size of the matmul's result")
     M, N, K = out_shape[-2], out_shape[-1], a.type.shape[-1]
     batch = out_shape[0] if first.op == "bmm" else 1

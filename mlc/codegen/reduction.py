@@ -15,6 +15,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import REDUCTIONS
 from ..ir.types import normalize_dim
 from . import indexing as ix
+from .compile import next_pow2
 from .kernel import (TL_DTYPE, CodegenError, KernelSource, _header, _is_literal, _module, _symbols, _Writer,
                      compute_dtype, kernel_name)
 
@@ -145,20 +146,20 @@ def generate_reduction(body: Graph, reductions: list[Node], persistent_limit: in
     for r in reductions[1:]:
         if r.inputs[0].type.shape != F or _reduced_dims(r) != D:
             raise CodegenError("reductions over different dims or shapes")
-    X = ix._prod([F[k] for k in range(len(F)) if k not in D])
-    R = ix._prod([F[k] for k in D])
-    if R == 1 or X == ix._prod(F):
+    X = ix.product([F[k] for k in range(len(F)) if k not in D])
+    R = ix.product([F[k] for k in D])
+    if R == 1 or X == ix.product(F):
         raise CodegenError("a reduction over size-1 dims is a copy")
     full, rows = [], []
     for k, v in enumerate(body.outputs):
-        n = ix._prod(v.type.shape)
-        if n == ix._prod(F):
+        n = ix.product(v.type.shape)
+        if n == ix.product(F):
             full.append((k, v))
         elif n == X:
             rows.append((k, v))
         else:
             raise CodegenError("an output that is neither full-sized nor one value per row")
-    persistent = isinstance(R, int) and _next_pow2(R) <= persistent_limit
+    persistent = isinstance(R, int) and next_pow2(R) <= persistent_limit
     w = _ReductionWriter(body, F, D, persistent)
     w.line("pid = tl.program_id(0)")
     w.line("xindex = pid * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
@@ -198,7 +199,3 @@ def _store(w: _Writer, val: str, t, shape: str) -> str:
     if _is_literal(val):
         return f"tl.full({shape}, {val}, {TL_DTYPE[t.dtype]})"
     return w.convert(val, t.dtype) if w.dtypes.get(val) != t.dtype else val
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()

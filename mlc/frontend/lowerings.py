@@ -15,7 +15,7 @@ import sympy
 import torch
 
 from ..ir.graph import GraphBuilder, Value
-from ..ir.types import SymType, TensorType, make_dim, normalize_dim
+from ..ir.types import TensorType, make_dim, normalize_dim
 
 aten = torch.ops.aten
 prims = torch.ops.prims

@@ -7,7 +7,6 @@ shapes of the graph's inputs, so one compiled graph serves every size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Union
 
@@ -100,10 +99,6 @@ class TensorType:
         return len(self.shape)
 
     @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) for d in self.shape)
-
-    @property
     def numel(self) -> Dim:
         return numel(self.shape)
 
@@ -153,10 +148,6 @@ class SymType:
 Type = Union[TensorType, SymType]
 
 
-def is_float(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point
-
-
 def broadcast_shapes(*shapes) -> tuple[Dim, ...]:
     """NumPy broadcasting over possibly symbolic dims; raises ValueError if impossible."""
     rank = max((len(s) for s in shapes), default=0)
@@ -178,11 +169,3 @@ def normalize_dim(dim: int, rank: int) -> int:
     if not -max(rank, 1) <= dim < max(rank, 1):
         raise ValueError(f"dim {dim} out of range for rank {rank}")
     return dim % max(rank, 1)
-
-
-def static_int(d: Dim) -> int | None:
-    return d if isinstance(d, int) else None
-
-
-def prod(values) -> Dim:
-    return make_dim(math.prod(values)) if values else 1

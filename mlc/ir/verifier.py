@@ -9,7 +9,7 @@ import torch
 
 from .graph import NAME_RE, Graph, Node, Operand, Value
 from .ops import OPS, REQUIRED, Category, InferError, infer_types
-from .printer import format_attr, print_graph, value_names
+from .printer import format_attr, value_names
 from .types import DTYPE_NAMES, SymType, TensorType, free_symbols
 
 

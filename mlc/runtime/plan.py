@@ -22,7 +22,7 @@ from ..codegen.config import PERSISTENT_LIMIT, launch_config, matmul_config, ope
 from ..codegen.kernel import KernelSource, generate
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS, Category
-from ..ir.types import SymType, TensorType, free_symbols
+from ..ir.types import SymType, free_symbols
 from .reference import _has_symbols, resolve
 
 
