@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy
 import torch
@@ -73,6 +73,7 @@ class KernelSource:
     persistent: bool = False
     input_strided: list[list[int]] = field(default_factory=list)  # dims whose stride each input passes
     mnk: tuple | None = None  # matmul: (M, N, K, batch) sizes
+    layout: list[str] = field(default_factory=list)  # layout decisions: operands read or results written transposed
 
 
 class _Writer:
@@ -254,6 +255,8 @@ class _Writer:
             if out_t.dtype == torch.bool:
                 return self.var("tmp", f"({v} != 0)", torch.bool)
             expr = self.convert(v, out_t.dtype)
+            if self.raw_loads:  # a matmul operand's cast (a prologue): the tile stays in the new type
+                return self.var("tmp", expr, out_t.dtype)
             if out_t.dtype != cd:  # round to the low-precision type, then compute in fp32 again
                 expr += f".to({TL_DTYPE[cd]})"
             return self.var("tmp", expr, cd)
@@ -369,6 +372,18 @@ def generate(body: Graph, persistent_limit: int = 4096, interpret: bool = False)
     ``interpret``: the kernel is for Triton's CPU interpreter, whose bf16 ``tl.dot`` is wrong
     (triton 3.9), so bf16 matmul tiles are multiplied in fp32 there.
     """
+    ks = _generate(body, persistent_limit, interpret)
+    return replace(ks, layout=read_layouts(body) + ks.layout)
+
+
+def read_layouts(body: Graph) -> list[str]:
+    """The inputs a kernel reads through a permute: transposes that no copy kernel materializes."""
+    users = body.users()
+    return [f"in{k} {node.types[0]} read through permute {list(u.attrs['dims'])} (no copy)"
+            for k, node in enumerate(body.inputs) for u in users[node] if u.op == "permute"]
+
+
+def _generate(body: Graph, persistent_limit: int, interpret: bool) -> KernelSource:
     reductions = [n for n in body.nodes if n.op in REDUCTIONS]
     matmuls = [n for n in body.nodes if n.op in ("mm", "bmm")]
     if matmuls:

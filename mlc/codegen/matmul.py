@@ -47,10 +47,11 @@ def _operand_key(v: Value, body: Graph):
 
 
 def _operand_is_read_from_memory(v: Value, body: Graph) -> bool:
+    """Is ``v`` an input read through views, copies and casts (a cast is done on the loaded tile)?"""
     inputs = {n.out for n in body.inputs}
     while v not in inputs:
         node = v.node
-        if OPS[node.op].category is not Category.VIEW and node.op != "copy":
+        if OPS[node.op].category is not Category.VIEW and node.op not in ("copy", "convert"):
             return False
         v = node.inputs[0]
     return True
@@ -77,7 +78,10 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
     batch = out_shape[0] if first.op == "bmm" else 1
     w = _MatmulWriter(body, matmuls)
     dot_dtype = torch.float32 if interpret and a.type.dtype == torch.bfloat16 else a.type.dtype
-    precision = ', input_precision="ieee"' if dot_dtype == torch.float32 else ""  # fp32 stays fp32, as in eager
+    # fp32 stays fp32, as in eager, unless the graph asks for tf32 (the ``precision`` option).
+    # bf16 tiles multiplied in fp32 in the interpreter are exact products: "ieee".
+    tf32 = first.attrs["precision"] == "tf32" and a.type.dtype == torch.float32
+    precision = f', input_precision="{"tf32" if tf32 else "ieee"}"' if dot_dtype == torch.float32 else ""
 
     w.line("# -- which tile of C this program computes (grouped order, for L2 reuse) --")
     w.line("pid = tl.program_id(0)")
@@ -127,9 +131,11 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
     w.mask = "(offs_m[:, None] < M) & (offs_n[None, :] < N)"
     w.line(f"c_mask = {w.mask}")
     w.mask = "c_mask"
+    layout = []
     for k, v in enumerate(body.outputs):
-        idx = w.tile_index() if v.type.shape == out_shape else ix.reshape(w.tile_index(), out_shape, v.type.shape)
-        val = w.emit(v, idx)
+        val, idx = _emit_output(w, v, out_shape)
+        if idx[-2:] == w.tile_index()[:-3:-1]:
+            layout.append(f"out{k} {v.type} written transposed (the tile's [N, M] positions)")
         if _is_literal(val):
             val = f"tl.full((BLOCK_SIZE_M, BLOCK_SIZE_N), {val}, {TL_DTYPE[v.type.dtype]})"
         elif w.dtypes.get(val) != v.type.dtype:
@@ -140,4 +146,32 @@ def generate_matmul(body: Graph, matmuls: list[Node], interpret: bool) -> Kernel
     args, strides, sig = _header(name, w, "matmul", [str(s) for s in symbols] + ["M", "N", "K"])
     source = _module(name, w, args, strides, ["BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M"])
     return KernelSource(name, "matmul", source, args + strides, sig, symbols, M * N * batch, K,
-                        input_strided=[sorted(s) for s in w.strided], mnk=(M, N, K, batch))
+                        input_strided=[sorted(s) for s in w.strided], mnk=(M, N, K, batch),
+                        layout=layout)
+
+
+def _emit_output(w: _MatmulWriter, v: Value, out_shape: tuple) -> tuple[str, list[str]]:
+    """An output's value on this tile, and the index it is stored at.
+
+    At the tile's own positions when the output is the matmul's result seen through pointwise
+    ops and reshapes. An output that reads it transposed (``(x @ w).t().contiguous() + 1``) is
+    written transposed instead: element ``[n, m]`` from the tile's ``(m, n)``, so the
+    transpose costs no copy kernel.
+    """
+    tile = w.tile_index()
+    candidates = [tile if v.type.shape == out_shape else ix.reshape(tile, out_shape, v.type.shape)]
+    shape = tuple(v.type.shape)
+    if len(shape) == len(out_shape) and shape[:-2] == tuple(out_shape[:-2]) and shape[-2:] == tuple(out_shape[:-3:-1]):
+        candidates.append(tile[:-2] + tile[:-3:-1])
+    state = (len(w.lines), dict(w.memo), dict(w.dtypes), set(w.scalars), set(w.helpers), [set(s) for s in w.strided])
+    for idx in candidates:
+        try:
+            return w.emit(v, idx), idx
+        except CodegenError as e:
+            error = e
+            n, memo, dtypes, scalars, helpers, strided = state
+            del w.lines[n:]
+            w.memo, w.dtypes, w.scalars, w.helpers, w.strided = dict(memo), dict(dtypes), set(scalars), set(helpers), \
+                [set(s) for s in strided]
+    raise error
+

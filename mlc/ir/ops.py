@@ -211,7 +211,16 @@ def arg_reduce_rule(in_types, attrs):
     return TensorType(shape, torch.int64, x.device)
 
 
+MATMUL_PRECISIONS = ("ieee", "tf32")  # how fp32 operands are multiplied (the ``precision`` option "tf32")
+
+
+def _check_precision(op: str, attrs):
+    if attrs["precision"] not in MATMUL_PRECISIONS:
+        raise InferError(f"{op}: precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {attrs['precision']!r}")
+
+
 def mm_rule(in_types, attrs):
+    _check_precision("mm", attrs)
     a, b = _tensors(in_types)
     if a.rank != 2 or b.rank != 2 or a.shape[1] != b.shape[0]:
         raise InferError(f"mm: cannot multiply {a} by {b}")
@@ -219,6 +228,7 @@ def mm_rule(in_types, attrs):
 
 
 def bmm_rule(in_types, attrs):
+    _check_precision("bmm", attrs)
     a, b = _tensors(in_types)
     if a.rank != 3 or b.rank != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise InferError(f"bmm: cannot multiply {a} by {b}")
@@ -509,8 +519,25 @@ register("argmax", R, arg_reduce_rule, _ref_arg(torch.argmax), attrs={"dim": Non
 register("argmin", R, arg_reduce_rule, _ref_arg(torch.argmin), attrs={"dim": None, "keepdim": False},
          doc="index of the minimum along dim (None: flattened)")
 
-register("mm", M, mm_rule, torch.mm, arity=2, doc="[M,K] x [K,N] matrix product")
-register("bmm", M, bmm_rule, torch.bmm, arity=2, doc="[B,M,K] x [B,K,N] batched matrix product")
+def _ref_matmul(fn):
+    def ref(a, b, precision="ieee"):
+        if precision == "tf32" and a.is_cuda:  # CPUs have no tf32: there the product stays exact fp32
+            old = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            try:
+                return fn(a, b)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = old
+        return fn(a, b)
+
+    return ref
+
+
+_MATMUL_ATTRS = {"precision": "ieee"}
+register("mm", M, mm_rule, _ref_matmul(torch.mm), arity=2, attrs=_MATMUL_ATTRS,
+         doc="[M,K] x [K,N] matrix product; precision tf32 lets fp32 operands multiply as tf32")
+register("bmm", M, bmm_rule, _ref_matmul(torch.bmm), arity=2, attrs=_MATMUL_ATTRS,
+         doc="[B,M,K] x [B,K,N] batched matrix product; precision as for mm")
 
 register("view", V, view_rule, lambda x, shape: x.reshape(tuple(shape)), attrs={"shape": REQUIRED},
          doc="the same elements in a new shape (row-major order)")
