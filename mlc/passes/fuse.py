@@ -8,7 +8,8 @@ when they iterate over the same space (sibling pointwise ops, reductions over th
 
 Views and constants (``full``, ``arange``) are never members of a region: each kernel that
 reads one inlines its own copy (a view is index arithmetic, a constant a literal), so one
-view can feed several kernels and nothing is materialized for it. The views left with no
+view can feed several kernels and nothing is materialized for it. Casts of graph inputs
+and constants are inlined the same way (a cast of the loaded values). The views left with no
 reader outside kernels are dead code afterwards.
 
 A candidate region is legal when it creates no cycle and the code generator can write it
@@ -41,6 +42,26 @@ def _inlinable(node: Node) -> bool:
     return OPS[node.op].category in (Category.VIEW, Category.CREATION) and node.op in CODEGEN_OPS
 
 
+def _casts_on_load(graph: Graph, inlined: set[Node]) -> set[Node]:
+    """Casts of graph inputs and constants (through views), that no graph output is.
+
+    Such a cast is done by each kernel that reads it, on the loaded values, like a view:
+    a tangent that three matmuls read in bf16 is cast in each (4 bytes read per element
+    each time) rather than by a kernel of its own (4 read, 2 written, then 2 read by each).
+    """
+    outputs = {v.node for v in graph.outputs}
+    in_memory = {n for n in graph.nodes if n.op == "constant"}
+    casts = set()
+    for n in graph.nodes:
+        if n.inputs and all(v.node.op == "input" or v.node in in_memory for v in n.inputs):
+            if n in inlined:
+                in_memory.add(n)
+            elif n.op == "convert" and n not in outputs:
+                in_memory.add(n)
+                casts.add(n)
+    return casts
+
+
 class _Regions:
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -51,10 +72,16 @@ class _Regions:
         self.members: dict[int, list[Node]] = {}
         self.notes: list[str] = []
         self.next_id = 0  # region ids are never reused: merged regions leave gaps
+        # Never members of a region: each kernel that reads one computes it on its own.
+        self.inline = {n for n in graph.nodes if _inlinable(n)}
+        self.inline |= _casts_on_load(graph, self.inline)
+
+    def inlinable(self, node: Node) -> bool:
+        return node in self.inline
 
     def sources(self, v: Value) -> list[Node]:
         """The nodes that really produce ``v``: through views, to what they view."""
-        if _inlinable(v.node):
+        if self.inlinable(v.node):
             return [s for x in v.node.inputs for s in self.sources(x)]
         return [v.node]
 
@@ -71,7 +98,7 @@ class _Regions:
             for u in self.users[v.node]:
                 if u in inside or v not in u.inputs:
                     continue
-                if not _inlinable(u) or any(needed(x) for x in u.results):
+                if not self.inlinable(u) or any(needed(x) for x in u.results):
                     return True
             return False
 
@@ -87,7 +114,7 @@ class _Regions:
         def get(v: Value) -> Value:
             if v in env:
                 return env[v]
-            if v.node not in inside and _inlinable(v.node):
+            if v.node not in inside and self.inlinable(v.node):
                 env[v] = b.append(Node(v.node.op, [get(x) for x in v.node.inputs], v.node.attrs, v.node.types)).out
             elif v.node not in inside:
                 # Strides are not part of a body's types: a kernel reads them at run time.
@@ -108,7 +135,7 @@ class _Regions:
         Other regions count as one unit each (they become one kernel). Views do not count:
         a view on the way back into the set is inlined into it, not run before it.
         """
-        frontier = [(u, not _inlinable(u)) for n in nodes for u in self.users[n] if u not in nodes]
+        frontier = [(u, not self.inlinable(u)) for n in nodes for u in self.users[n] if u not in nodes]
         seen: set[tuple[Node, bool]] = set()
         while frontier:
             u, real = frontier.pop()
@@ -122,7 +149,7 @@ class _Regions:
                         if real:
                             return True
                         continue
-                    nxt = (w, real or not _inlinable(w))
+                    nxt = (w, real or not self.inlinable(w))
                     if nxt not in seen:
                         frontier.append(nxt)
         return False
@@ -152,8 +179,10 @@ class _Regions:
 def fuse(graph: Graph) -> Graph:
     r = _Regions(graph)
     for node in graph.nodes:
+        if r.inlinable(node):
+            continue
         if not _fusible(node):
-            for i in r.producer_regions(node) if not _inlinable(node) and node.op != "constant" else []:
+            for i in r.producer_regions(node) if node.op != "constant" else []:
                 r.notes.append(f"not fused: {r.members[i][-1].op} -> {node.op}: "
                                f"{node.op} is not generated as a kernel ({OPS[node.op].category.value})")
             continue
@@ -176,8 +205,10 @@ def fuse(graph: Graph) -> Graph:
             else:
                 r.notes.append(f"not a kernel: {node.op}: {reason}")
     _fuse_siblings(r)
-    for i in [i for i, ms in r.members.items() if _only_matmuls(ms)]:
+    for i in [i for i, ms in r.members.items() if _only_matmuls(ms) and not r.body(ms)[0].count("convert")]:
         # A matmul with nothing to fuse runs as ATen (cuBLAS on a GPU), not as the template.
+        # (One that casts an operand as it loads it is the template: ATen would need the cast
+        # done by a kernel first.)
         for n in r.members.pop(i):
             del r.region[n]
     return _build(graph, r)
@@ -223,7 +254,7 @@ def _build(graph: Graph, r: _Regions) -> Graph:
             if n.op == "constant":
                 new = b.constant(n.name, graph.constants.get(n.name), n.types[0]).node
             elif any(v not in env for v in n.inputs):
-                assert _inlinable(n), f"{n.op} reads a value no kernel yields"
+                assert r.inlinable(n), f"{n.op} reads a value no kernel yields"
                 continue  # a view of a kernel's internal value: only kernels read it, inlined
             else:
                 new = b.append(Node(n.op, [env[v] for v in n.inputs], n.attrs, n.types))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from ..ir.graph import Graph
@@ -30,8 +30,11 @@ def run_passes(graph: Graph, passes: Sequence[Pass], *, verify_each: bool = Fals
     _dump(dump_dir, graph, records)
     for p in passes:
         start = time.perf_counter()
+        notes = graph.notes
         graph = p(graph)
         ms = (time.perf_counter() - start) * 1e3
+        # Notes are the compile's log of decisions: a pass adds to them, none has to carry them.
+        graph = replace(graph, notes=notes + tuple(n for n in graph.notes if n not in notes))
         if verify_each:
             verify(graph)
         records.append(PassRecord(p.__name__, ms, str(graph)))
