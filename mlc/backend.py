@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import time
 import warnings
 from typing import Any, Callable
 
@@ -13,11 +14,13 @@ from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
+from . import cache
 from .frontend.decompositions import decompositions
 from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
 from .ir.graph import Graph, GraphBuilder, Node, Value
 from .options import Options, make_options
-from .passes import PIPELINE, PassRecord, fold_constants, run_passes
+from .passes import (PIPELINE, PassRecord, fold_constants, lower_precision, narrow_storage, quantize_weights,
+                     run_passes)
 from .ir.types import TensorType
 from .runtime.plan import Plan
 from .runtime.reference import run_reference
@@ -31,9 +34,13 @@ class CompiledGraph:
     It replays a launch plan of generated kernels when they can run (a GPU, or Triton's
     interpreter with ``interpret=True``); otherwise the reference executor runs the graph
     op by op, with a warning.
+
+    ``cache`` says whether the whole-graph cache held it: ``"hit"`` or ``"miss: <why>"``;
+    ``compile_seconds`` is the time mlc spent on it (after AOT autograd).
     """
 
-    def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord], opts: Options):
+    def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord], opts: Options,
+                 sources: list | None = None):
         # An instance attribute: AOT autograd's wrappers copy __dict__, not class attributes.
         self._boxed_call = True
         self.graph = graph
@@ -42,8 +49,10 @@ class CompiledGraph:
         self.plan: Plan | None = None
         self.record = False  # explain() sets it to see the sizes of a call
         self.last_args = None
+        self.cache = "miss: not looked up"
+        self.compile_seconds = 0.0
         if opts.interpret or _on_gpu(graph):
-            self.plan = Plan(graph, interpret=opts.interpret)
+            self.plan = Plan(graph, interpret=opts.interpret, autotune=opts.autotune, sources=sources)
         else:
             _warn_no_kernels()
 
@@ -73,6 +82,7 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
     ``frozen`` maps input positions to the (name, tensor) that becomes a constant there; the
     compiled graph then takes the other inputs only.
     """
+    start = time.perf_counter()
     name = f"{kind}_{next(_graph_ids)}"
     try:
         imported: ImportedGraph = import_fx(gm, name)
@@ -81,17 +91,51 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
         return make_boxed_func(gm.forward)
     records: list[PassRecord] = []
     graph = freeze_inputs(imported.graph, frozen) if frozen else imported.graph
-    graph = run_passes(graph, pipeline(opts), verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
-    compiled = CompiledGraph(graph, imported.output_spec, records, opts)
+    if opts.quantize and not frozen:
+        why = "training graphs are never frozen" if kind != "inference" else "nothing in it was frozen"
+        warnings.warn(f"mlc: quantize={opts.quantize!r} leaves graph {name} unquantized: it needs frozen "
+                      f"weights, and {why}", stacklevel=2)
+    compiled = _compile_cached(graph, imported.output_spec, name, opts, records)
+    compiled.compile_seconds = time.perf_counter() - start
     if on_compile is not None:
         on_compile(imported.graph, compiled)
     return compiled
 
 
+def _compile_cached(graph: Graph, output_spec: tuple, name: str, opts: Options,
+                    records: list[PassRecord]) -> CompiledGraph:
+    """The passes and the plan, or both from the whole-graph cache (``mlc.cache``)."""
+    if not opts.cache or opts.dump_dir:
+        why = "cache=False" if not opts.cache else "dump_dir is set: the passes run to write their dumps"
+        status, key = f"miss: disabled ({why})", None
+    else:
+        try:
+            key, graph_key, key_options = cache.graph_keys(graph, output_spec, opts)
+        except (TypeError, RuntimeError) as e:  # a constant that cannot be hashed (not a plain tensor)
+            status, key = f"miss: not cacheable ({type(e).__name__}: {e})", None
+        else:
+            hit, status = cache.load_graph(key, graph_key, key_options, name)
+            if hit is not None:
+                compiled = CompiledGraph(hit.graph, hit.output_spec, hit.passes, opts, sources=hit.sources)
+                compiled.cache = status
+                return compiled
+    graph = run_passes(graph, pipeline(opts), verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
+    compiled = CompiledGraph(graph, output_spec, records, opts)
+    if key is not None:
+        sources = [launch.source for launch in compiled.plan.launches] if compiled.plan is not None else []
+        problem = cache.store_graph(key, graph_key, key_options,
+                                    cache.CachedGraph(graph, output_spec, records, sources))
+        if problem:
+            status += f" (not cached: {problem})"
+    compiled.cache = status
+    return compiled
+
+
 def pipeline(opts: Options) -> list:
-    """``PIPELINE`` with the options its passes take (``fold_limit``)."""
-    fold = functools.update_wrapper(functools.partial(fold_constants, limit=opts.fold_limit), fold_constants)
-    return [fold if p is fold_constants else p for p in PIPELINE]
+    """``PIPELINE`` with the options its passes take (``fold_limit``, ``precision``, ``quantize``)."""
+    bound = {fold_constants: {"limit": opts.fold_limit}, lower_precision: {"precision": opts.precision},
+             narrow_storage: {"precision": opts.precision}, quantize_weights: {"mode": opts.quantize}}
+    return [functools.update_wrapper(functools.partial(p, **bound[p]), p) if p in bound else p for p in PIPELINE]
 
 
 # --- freezing -------------------------------------------------------------------------------

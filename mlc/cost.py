@@ -10,6 +10,7 @@ ATen op, by running the model under a ``TorchDispatchMode``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import sympy
@@ -30,11 +31,21 @@ class GPU:
     bandwidth: float  # bytes / s
     flops: float  # dense fp16/bf16 tensor-core FLOP / s
     launch: float  # seconds of overhead per kernel launch
+    # For the per-config model (``config_time``) and the autotuner's static checks:
+    arch: int = 90  # compute capability, as mlc aot-check compiles for it
+    sms: int = 132
+    fp32_flops: float = 67e12  # FMA units, no tensor cores (fp32 matmuls at input_precision="ieee")
+    max_shared: int = 227 * 1024  # bytes of shared memory one block may use
+    regs_per_sm: int = 65536
+    max_threads_per_sm: int = 2048
+    max_blocks_per_sm: int = 32
+    latency: float = 7e-7  # seconds from a global load's issue to its data (for Little's law)
 
 
 GPUS = {
     "H100": GPU("H100 SXM", 3.35e12, 989e12, 4e-6),
-    "A100": GPU("A100 SXM 80GB", 2.04e12, 312e12, 4e-6),
+    "A100": GPU("A100 SXM 80GB", 2.04e12, 312e12, 4e-6, arch=80, sms=108, fp32_flops=19.5e12,
+                max_shared=163 * 1024),
 }
 
 
@@ -53,8 +64,27 @@ class Cost:
 
     def time(self, gpu: str = "H100") -> float:
         """Modeled seconds on ``gpu``: each launch bound by bytes or FLOPs, plus launch overhead."""
-        g = GPUS[gpu]
-        return sum(max(b / g.bandwidth, f / g.flops) + g.launch for _, b, f in self.items)
+        return sum(launch_time(b, f, gpu) for _, b, f in self.items)
+
+
+def gpu_spec(name: str) -> GPU:
+    """The GPU called ``name`` in ``GPUS``; a ``ValueError`` naming the known ones otherwise."""
+    if name not in GPUS:
+        raise ValueError(f"unknown GPU '{name}'; known GPUs: {', '.join(GPUS)}")
+    return GPUS[name]
+
+
+def launch_time(nbytes: int, flops: int, gpu_name: str = "H100") -> float:
+    """Modeled seconds of one launch on a GPU: the higher of its two roofs, plus launch overhead."""
+    g = gpu_spec(gpu_name)
+    return max(nbytes / g.bandwidth, flops / g.flops) + g.launch
+
+
+def bound(nbytes: int, flops: int, gpu_name: str = "H100") -> str:
+    """Which roof bounds one launch on a GPU: ``"memory"`` (bytes / bandwidth is the larger time)
+    or ``"compute"`` (FLOPs / peak FLOP rate is). A tie (an empty launch) counts as memory."""
+    g = gpu_spec(gpu_name)
+    return "compute" if flops / g.flops > nbytes / g.bandwidth else "memory"
 
 
 def _n(d, env) -> int:
@@ -87,13 +117,17 @@ def node_flops(node: Node, env) -> int:
 
 def kernel_cost(node: Node, env) -> tuple[int, int]:
     """(bytes, flops) of one ``kernel`` node."""
-    body: Graph = node.attrs["body"]
+    return region_cost(node.attrs["body"], env)
+
+
+def region_cost(body: Graph, env) -> tuple[int, int]:
+    """(bytes, flops) of a kernel's region (its body: inputs typed as the kernel's operands)."""
     space = max(_numel(v.type, env) for v in body.outputs)
     for n in body.nodes:
         if OPS[n.op].category in (Category.REDUCTION, Category.MATMUL):
             space = max([space] + [_numel(v.type, env) for v in n.inputs])
-    read = sum(min(_numel(v.type, env), space) * v.type.itemsize for v in node.inputs)
-    written = sum(_bytes(t, env) for t in node.types)
+    read = sum(min(_numel(n.types[0], env), space) * n.types[0].itemsize for n in body.inputs)
+    written = sum(_bytes(v.type, env) for v in body.outputs)
     return read + written, sum(node_flops(n, env) for n in body.nodes)
 
 
@@ -155,3 +189,46 @@ def count_eager(fn, *args) -> Cost:
     with torch.no_grad(), EagerCounter() as counter:
         fn(*args)
     return counter.cost
+
+
+# --- one launch configuration ---------------------------------------------------------------
+
+
+def blocks_per_sm(gpu: GPU, num_warps: int, registers: int = 0, shared: int = 0) -> int:
+    """How many programs of one config an SM holds at once (occupancy), from its threads,
+    its registers per thread (``ptxas -v``; 0: unknown) and its shared memory in bytes."""
+    threads = 32 * num_warps
+    n = min(gpu.max_blocks_per_sm, gpu.max_threads_per_sm // threads)
+    if registers:
+        n = min(n, gpu.regs_per_sm // (registers * threads))
+    if shared:
+        n = min(n, gpu.max_shared // shared)
+    return max(n, 0)
+
+
+def config_time(gpu: GPU, *, programs: int, resident: int, nbytes: float, flops: float, in_flight: float,
+                tensor_cores: bool = False, compute_efficiency: float = 1.0, overlap: bool = True) -> float:
+    """Modeled seconds of one launch of one configuration (the autotuner ranks by it without a GPU).
+
+    ``resident`` programs fit on an SM at once (``blocks_per_sm``); ``in_flight`` is the bytes one
+    program has requested and not yet received (a block of loads, or a matmul's pipeline stages).
+    Two effects that ``launch_time`` ignores:
+
+    - wave quantization: programs run in waves of ``sms * resident``; the last, partial wave
+      leaves SMs idle, so compute runs at ``programs / (waves * slots)`` of peak;
+    - latency hiding (Little's law): global memory delivers its bandwidth only with
+      ``bandwidth * latency`` bytes in flight; fewer (small blocks, low occupancy, a grid
+      smaller than the GPU) give proportionally less.
+
+    ``overlap`` is False when loads and math do not overlap (a matmul with one pipeline stage).
+    """
+    if resident <= 0 or programs <= 0:
+        return math.inf if resident <= 0 else gpu.launch
+    slots = gpu.sms * resident
+    waves = math.ceil(programs / slots)
+    busy = programs / (waves * slots)
+    achieved = min(gpu.bandwidth, min(programs, slots) * in_flight / gpu.latency)
+    t_mem = nbytes / achieved
+    peak = gpu.flops if tensor_cores else gpu.fp32_flops
+    t_math = flops / (peak * busy * compute_efficiency)
+    return (max(t_mem, t_math) if overlap else t_mem + t_math) + gpu.launch

@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
+from .passes.lower_precision import PRECISIONS
+from .passes.quantize_weights import QUANTIZE_MODES
+
 
 @dataclass(frozen=True)
 class Option:
@@ -20,6 +23,10 @@ class Option:
     types: tuple[type, ...] = ()  # what a value may be, if not just the default's type (bool)
     check: Callable[[object], str | None] | None = None  # what is wrong with a value (None: nothing)
     parse: Callable[[str], object] | None = None  # how the environment variable's text becomes a value
+
+
+def _one_of(value, valid) -> str | None:
+    return None if value in valid else "must be one of " + ", ".join(map(repr, valid))
 
 
 def _non_negative(value) -> str | None:
@@ -54,6 +61,35 @@ OPTIONS = [
            "in the kernel that reads them. A result that holds one number everywhere becomes a full, "
            "whatever its size. 0 turns folding off",
            types=(int, float), check=_non_negative, parse=float),
+    Option("precision", "default", "MLC_PRECISION",
+           "the type matmuls multiply in and tensors between kernels are stored in. \"default\" keeps the "
+           "model's dtypes; \"tf32\" multiplies fp32 matmul operands as tf32 (fp32 accumulation); \"bf16\" "
+           "and \"fp16\" multiply fp32 matmul operands in that type with fp32 accumulation, and store fp32 "
+           "tensors that pass between kernels in it. In every mode arithmetic runs in fp32 registers, "
+           "reductions accumulate in fp32, every cast happens inside a kernel, frozen weights are cast once "
+           "at compile time, and graph inputs and outputs keep their dtypes. Tolerances against fp32 eager "
+           "are in the README",
+           types=(str,), check=lambda v: _one_of(v, PRECISIONS)),
+    Option("quantize", None, "MLC_QUANTIZE",
+           "\"int8-weight\": frozen matmul weights are stored as int8 with one fp32 scale per output "
+           "channel, computed at compile time and applied in the matmul kernel's epilogue (the weight is "
+           "read as one byte per element). Needs frozen weights: training graphs and freeze=False are "
+           "left unquantized, with a warning. None: off",
+           types=(str, type(None)), check=lambda v: _one_of(v, (None, *QUANTIZE_MODES))),
+    Option("autotune", "auto", "MLC_AUTOTUNE",
+           "launch configs per kernel and shape bucket (sizes rounded up to powers of two), for the GPU "
+           "target (the GPU present, else an H100). \"off\": fixed rules. \"default\": a few configs per "
+           "template, pruned by shared memory, ptxas register spills and occupancy, then ranked by timing "
+           "on a GPU or by the cost model without one (seconds per kernel, cached on disk). \"max\": a "
+           "large space (tile shapes, warps, stages, group sizes, ATen for matmuls). \"auto\": \"default\" "
+           "for kernels launched on a GPU, \"off\" in the interpreter. With interpret=True launches always "
+           "use the interpreter's large blocks; \"default\"/\"max\" still tune GPU configs, for explain "
+           "and the cache. MLC_PROGRESS=0 silences the progress bar",
+           types=(str,), check=lambda v: _one_of(v, ("auto", "off", "default", "max"))),
+    Option("cache", True, "MLC_CACHE",
+           "reuse whole compiled graphs from the persistent cache in MLC_CACHE_DIR (default ~/.cache/mlc): "
+           "the same graph, constants, options and mlc/torch/Triton versions skip the passes and code "
+           "generation. Kernel modules, ptxas results and tuning results are cached whatever this says"),
 ]
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -66,6 +102,10 @@ class Options:
     interpret: bool = False
     freeze: bool = True
     fold_limit: float = 2.0
+    precision: str = "default"
+    quantize: str | None = None
+    autotune: str = "auto"
+    cache: bool = True
     mode: str = "default"
 
 
@@ -75,15 +115,15 @@ def _from_env(opt: Option):
         return opt.default
     if isinstance(opt.default, bool):
         return raw.lower() not in ("0", "false", "no", "off")
+    value = raw
     if opt.parse is not None:
         try:
             value = opt.parse(raw)
         except ValueError:
             raise ValueError(f"{opt.env}={raw!r} is not a valid value for mlc option '{opt.name}'") from None
-        if opt.check is not None and opt.check(value):
-            raise ValueError(f"{opt.env}={raw!r}: mlc option '{opt.name}' {opt.check(value)}")
-        return value
-    return raw
+    if opt.check is not None and opt.check(value):
+        raise ValueError(f"{opt.env}={raw!r}: mlc option '{opt.name}' {opt.check(value)}")
+    return value
 
 
 def make_options(mode: str | None = None, options: dict | None = None) -> Options:

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import warnings
 
 import sympy
 import triton
@@ -22,6 +23,7 @@ from .kernel import KernelSource
 
 
 def cache_dir() -> str:
+    """Where mlc keeps what it compiles (``mlc.cache``): ``MLC_CACHE_DIR``, else ``~/.cache/mlc``."""
     root = os.environ.get("MLC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mlc")
     return root
@@ -35,7 +37,17 @@ def write_module(ks: KernelSource) -> str:
     d = os.path.join(cache_dir(), "kernels")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, f"{ks.name}_{source_hash(ks.source)}.py")
-    if not os.path.exists(path):
+    try:
+        with open(path) as f:
+            on_disk = f.read()
+    except FileNotFoundError:
+        on_disk = None
+    except (OSError, UnicodeDecodeError) as e:
+        on_disk = f"unreadable: {e}"
+    if on_disk != ks.source:
+        if on_disk is not None:  # truncated or overwritten: the hash in its name says what it must hold
+            warnings.warn(f"mlc: the cached kernel module {path} does not hold its source; rewriting it",
+                          stacklevel=3)
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(ks.source)

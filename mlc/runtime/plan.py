@@ -17,13 +17,14 @@ import sympy
 import torch
 import triton
 
+from .. import autotune as tuner
 from ..codegen.compile import load_kernel, sizes_fn
-from ..codegen.config import PERSISTENT_LIMIT, launch_config, matmul_config, operand_itemsize
+from ..codegen.config import PERSISTENT_LIMIT
 from ..codegen.kernel import KernelSource, generate
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS, Category
 from ..ir.types import SymType, free_symbols
-from .reference import _has_symbols, resolve
+from .reference import _has_symbols, resolve, run_reference
 
 
 def _symbol_getters(graph: Graph) -> list[tuple[sympy.Symbol, int, int | None]]:
@@ -47,12 +48,26 @@ def _warn_unsupported(op: str):
 
 
 class KernelLaunch:
-    """One generated kernel, ready to launch with its inputs and size symbols."""
+    """One generated kernel, ready to launch with its inputs and size symbols.
 
-    def __init__(self, body: Graph, interpret: bool, persistent_limit: int = PERSISTENT_LIMIT):
-        self.source: KernelSource = generate(body, persistent_limit, interpret)
+    Its launch config is chosen once per set of launch sizes (``_config``): by the autotuner
+    (``mlc.autotune``) at the ``autotune`` level, once per shape bucket. ``tunings`` holds the
+    autotuner's record per bucket and ``tuning`` the latest one: the config chosen, and how many
+    candidates survived pruning. In Triton's interpreter the launch always uses the interpreter's
+    few large blocks; an explicit level ("default", "max") still tunes for the GPU target, for
+    the record and the cache, while "auto" tunes only launches on a GPU.
+    ``source`` skips code generation (a whole-graph cache hit brings it).
+    """
+
+    def __init__(self, body: Graph, interpret: bool, persistent_limit: int = PERSISTENT_LIMIT,
+                 autotune: str = "off", source: KernelSource | None = None):
+        self.source: KernelSource = source or generate(body, persistent_limit, interpret)
         self.fn = load_kernel(self.source, interpret)
+        self.body = body
         self.interpret = interpret
+        self.autotune = autotune
+        self.tunings: dict[tuple, tuner.Tuning] = {}
+        self.tuning: tuner.Tuning | None = None
         ks = self.source
         self.symbols = ks.symbols
         self.out_types = [v.type for v in body.outputs]
@@ -63,31 +78,81 @@ class KernelLaunch:
         self.strided = ks.input_strided
         self.configs: dict[tuple, tuple[dict, dict]] = {}
 
-    def _config(self, sizes: tuple) -> tuple[dict, dict]:
-        """(constexpr meta-parameters, launch options) for these sizes, decided once per size."""
-        if sizes not in self.configs:
-            if self.source.kind == "matmul":
-                cfg = matmul_config(*sizes[:3], self.interpret, operand_itemsize(self.source))
-            else:
-                cfg = launch_config(self.source, sizes[0], sizes[1], self.interpret)
-            options = {} if self.interpret else {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
-            self.configs[sizes] = ({k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")}, options)
-        return self.configs[sizes]
+    def _config(self, sizes: tuple, env: dict | None = None, inputs=None) -> tuple[dict, dict]:
+        """(constexpr meta-parameters, launch options) for these sizes, decided once per size.
 
-    def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
+        ``env`` binds the size symbols (the autotuner's cost model needs them); ``inputs`` are
+        the tensors of the call, for timing configs on a GPU.
+        """
+        if sizes in self.configs:
+            return self.configs[sizes]
+        cfg = _split(self._choose(sizes, env, inputs), self.interpret)
+        if self.tuning is None or not self.tuning.ranked_by.startswith("skipped: the sizes"):
+            self.configs[sizes] = cfg  # else a call with its sizes will tune
+        return cfg
+
+    def _choose(self, sizes: tuple, env: dict | None, inputs) -> dict:
+        fixed = tuner.fixed_config(self.source, sizes, self.interpret)
+        target = "interpreter" if self.interpret else "GPU"
+        level = self.autotune
+        if level == "auto":
+            level = "off" if self.interpret else "default"
+        env = {s: env[s] for s in self.symbols} if env is not None and all(s in env for s in self.symbols) else None
+        reason = None
+        if self.autotune == "off":
+            reason = "off"
+        elif level == "off":
+            reason = ("skipped: interpret=True launches the interpreter's large blocks; autotune='auto' tunes "
+                      "GPU launches only ('default' or 'max' rank GPU configs here too)")
+        elif env is None and self.symbols:
+            reason = "skipped: the sizes of a call are needed"
+        if reason is not None:
+            self.tuning = tuner.untuned(sizes, fixed, reason, target)
+            return fixed
+        b = tuner.bucket(sizes)
+        if b not in self.tunings:
+            timer = None
+            if not self.interpret and inputs and all(x.is_cuda for x in inputs if isinstance(x, torch.Tensor)):
+                timer = functools.partial(self._time, inputs, env)
+            self.tunings[b] = tuner.tune(self.source, self.body, sizes, env or {}, level, timer)
+        self.tuning = self.tunings[b]
+        return fixed if self.interpret else self.tuning.config
+
+    def _time(self, inputs, env: dict, cfg: dict) -> float:
+        """Milliseconds one config takes on the GPU (``triton.testing.do_bench``)."""
         syms = [env[s] for s in self.symbols]
         all_sizes = self.sizes(*syms)
         sizes, dims = tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
+        outs = self._outputs(dims, inputs)
+        meta, options = _split(cfg, interpret=False)
+        return triton.testing.do_bench(lambda: self._run(inputs, outs, env, syms, sizes, meta, options))
+
+    def _outputs(self, dims, inputs) -> list[torch.Tensor]:
         outs, pos = [], 0
         device = inputs[0].device if inputs else torch.device("cpu")
         for t in self.out_types:
             shape = tuple(int(d) for d in dims[pos:pos + t.rank])
             pos += t.rank
             outs.append(torch.empty(shape, dtype=t.dtype, device=device))
+        return outs
+
+    def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
+        syms = [env[s] for s in self.symbols]
+        all_sizes = self.sizes(*syms)
+        sizes, dims = tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
+        outs = self._outputs(dims, inputs)
         if any(o.numel() == 0 for o in outs):
             return outs
+        meta, options = self._config(sizes, env, inputs)
+        return self._run(inputs, outs, env, syms, sizes, meta, options)
+
+    def _run(self, inputs, outs, env, syms, sizes, meta, options) -> list[torch.Tensor]:
+        if meta.get("backend") == "aten":  # the autotuner's ATen choice for a matmul kernel
+            results = run_reference(self.body, list(inputs), env)
+            for o, r in zip(outs, results):
+                o.copy_(r)
+            return outs
         strides = [x.stride(d) for x, ds in zip(inputs, self.strided) for d in ds]
-        meta, options = self._config(sizes)
         kind = self.source.kind
         if kind == "matmul":
             m, n, k, batch = sizes
@@ -107,11 +172,24 @@ class KernelLaunch:
         return outs
 
 
-class Plan:
-    """A graph turned into a list of steps over value slots."""
+def _split(cfg: dict, interpret: bool) -> tuple[dict, dict]:
+    """A config as (constexprs, launch options); the interpreter takes no launch options."""
+    options = {} if interpret else {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
+    return {k: v for k, v in cfg.items() if k not in ("num_warps", "num_stages")}, options
 
-    def __init__(self, graph: Graph, interpret: bool):
+
+class Plan:
+    """A graph turned into a list of steps over value slots.
+
+    ``autotune`` is the option's level for its kernels; ``sources`` the kernels' generated
+    sources in order, when known (a whole-graph cache hit), so that nothing is generated again.
+    """
+
+    def __init__(self, graph: Graph, interpret: bool, autotune: str = "off",
+                 sources: Sequence[KernelSource] | None = None):
         self.graph = graph
+        self.autotune = autotune
+        self._sources = iter(sources or ())
         self.getters = _symbol_getters(graph)
         slot: dict[Value, int] = {}
         for node in graph.inputs:
@@ -161,7 +239,8 @@ class Plan:
             self.steps.append(sym_step)
             return
         if node.op == "kernel":
-            launch = KernelLaunch(node.attrs["body"], interpret)
+            launch = KernelLaunch(node.attrs["body"], interpret, autotune=self.autotune,
+                                  source=next(self._sources, None))
             self.launches.append(launch)
 
             def kernel_step(values, env):

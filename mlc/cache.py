@@ -1,0 +1,260 @@
+"""The persistent cache under ``MLC_CACHE_DIR`` (default ``~/.cache/mlc``).
+
+One file per entry, in a folder per kind: ``kernels/`` (generated Triton modules, by source
+hash), ``ptxas/`` (what ``ptxas -v`` said about one kernel in one configuration), ``tuning/``
+(the autotuner's choice per kernel and shape bucket) and ``graphs/`` (whole compiled graphs).
+Keys are hashes of everything the entry depends on, the versions of mlc, torch and Triton
+included (``versions()``), so an upgrade never reads a stale entry.
+
+Every write goes to a temporary file in the same folder, then ``os.replace``: a reader sees
+a whole entry or none, and two processes writing the same entry at once both write a whole,
+equal file (the last rename wins, nothing is lost; entries are never read-modify-written, so
+no lock is needed). An entry that cannot be read (truncated, garbage, from a foreign
+format) is reported with a warning and treated as absent; the caller's next write replaces it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import metadata
+
+import sympy
+import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+from .codegen.compile import cache_dir
+from .codegen.kernel import KernelSource
+from .codegen.kernel import _symbols as kernel_symbols
+from .ir.graph import Graph
+from .ir.parser import parse
+from .ir.printer import print_graph
+from .passes import PassRecord
+
+
+@functools.lru_cache(maxsize=None)
+def versions() -> dict[str, str]:
+    """The versions every cache key includes."""
+    import triton
+
+    try:
+        mlc_version = metadata.version("mlc")
+    except metadata.PackageNotFoundError:
+        mlc_version = "unknown"
+    # The package version does not change while mlc is developed (an editable install): the
+    # hash of its sources does, so an edited pass never meets a graph the old one compiled.
+    return {"mlc": f"{mlc_version}+{_source_hash()}", "torch": torch.__version__, "triton": triton.__version__}
+
+
+def _source_hash() -> str:
+    root = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for d, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(d, name)
+            h.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def digest(*parts) -> str:
+    """A hex key for ``parts`` (strings, bytes, or anything JSON can write)."""
+    h = hashlib.sha256()
+    for p in parts:
+        data = p if isinstance(p, bytes) else p.encode() if isinstance(p, str) else \
+            json.dumps(p, sort_keys=True, default=str).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """A hash of a tensor's contents, dtype, shape and strides."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{t.dtype}|{tuple(t.shape)}|{t.stride()}|{t.storage_offset()}".encode())
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    if flat.numel():
+        h.update(flat.view(torch.uint8).numpy().data if flat.dtype != torch.bool else flat.numpy().data)
+    return h.hexdigest()
+
+
+def entry_path(kind: str, key: str, ext: str) -> str:
+    return os.path.join(cache_dir(), kind, key[:2], f"{key}.{ext}")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that no reader ever sees part of it."""
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def warn_corrupted(path: str, error: Exception) -> str:
+    """Warn about an unreadable entry; returns the miss reason to record."""
+    why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    warnings.warn(f"mlc: ignoring the unreadable cache entry {path} ({why}); it will be rewritten", stacklevel=3)
+    return f"entry corrupted ({why})"
+
+
+def load_json(kind: str, key: str) -> tuple[object | None, str]:
+    """(the entry, "") or (None, why there is none: "no entry" or "entry corrupted (...)")."""
+    path = entry_path(kind, key, "json")
+    data = read_bytes(path)
+    if data is None:
+        return None, "no entry"
+    try:
+        return json.loads(data), ""
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, warn_corrupted(path, e)
+
+
+def store_json(kind: str, key: str, value) -> None:
+    """Write an entry; a failure (read-only or full disk) is a warning, never an error."""
+    try:
+        write_atomic(entry_path(kind, key, "json"), json.dumps(value, sort_keys=True).encode())
+    except OSError as e:
+        warnings.warn(f"mlc: cannot write to the cache in {cache_dir()}: {e}", stacklevel=2)
+
+
+# --- whole compiled graphs ---------------------------------------------------------------------
+
+# Options that do not change what a graph compiles to: they are not part of its key.
+# (The tuning level is not either: tuning results have their own entries, per kernel.)
+OPTIONS_NOT_IN_KEY = ("dump_dir", "verify", "autotune", "cache")
+GRAPH_FORMAT = 1
+
+
+@dataclass
+class CachedGraph:
+    """A compiled graph as the cache holds it: the graph after its passes (with constants),
+    how its outputs map to the FX graph's, the pass log, and the generated kernels in order."""
+
+    graph: Graph
+    output_spec: tuple
+    passes: list
+    sources: list[KernelSource]
+
+
+def graph_keys(graph: Graph, output_spec: tuple, opts) -> tuple[str, str, dict]:
+    """(entry key, graph key, the options in the key) for an imported graph.
+
+    The graph key hashes its IR text (under a fixed name: the name counts compiles in a
+    process) and its constants' contents; the entry key adds options and versions.
+    """
+    text = print_graph(replace(graph, name="graph"))
+    consts = {name: tensor_digest(t) for name, t in sorted(graph.constants.items())}
+    graph_key = digest("graph", text, consts, repr(output_spec))
+    options = {f.name: repr(getattr(opts, f.name)) for f in fields(opts) if f.name not in OPTIONS_NOT_IN_KEY}
+    return digest(graph_key, options, versions()), graph_key, options
+
+
+def _why_missing(graph_key: str, options: dict) -> str:
+    """Why there is no entry: compare with what the last compile of this graph recorded."""
+    seen, _ = load_json("graphs", graph_key)
+    if not isinstance(seen, dict):
+        return "no entry"
+    old_versions, now = seen.get("versions", {}), versions()
+    changed = [f"{k} version changed ({old_versions.get(k)} -> {now[k]})" for k in now if old_versions.get(k) != now[k]]
+    if changed:
+        return "; ".join(changed)
+    old_options = seen.get("options", {})
+    diff = [f"{k}: {old_options.get(k)} -> {v}" for k, v in options.items() if old_options.get(k) != v]
+    return f"options changed ({', '.join(diff)})" if diff else "no entry"
+
+
+def load_graph(key: str, graph_key: str, options: dict, name: str) -> tuple[CachedGraph | None, str]:
+    """(the cached graph, renamed ``name``, and "hit") or (None, "miss: <why>")."""
+    path = entry_path("graphs", key, "pt")
+    if not os.path.exists(path):
+        return None, f"miss: {_why_missing(graph_key, options)}"
+    try:
+        # AOT autograd compiles under a FakeTensorMode, and torch.load gives meta tensors when
+        # the tracing context has one: load outside both.
+        with torch._guards.tracing(None), unset_fake_temporarily():
+            entry = torch.load(path, weights_only=True)
+        meta = json.loads(entry["meta"])
+        if meta.get("format") != GRAPH_FORMAT:
+            raise ValueError(f"format {meta.get('format')}, expected {GRAPH_FORMAT}")
+        graph = parse(meta["ir"], entry["constants"])
+        graph = replace(graph, name=name, notes=tuple(meta["notes"]))
+        bodies = [n.attrs["body"] for n in graph.nodes if n.op == "kernel"]
+        if meta["kernels"] and len(bodies) != len(meta["kernels"]):  # none: no plan was built
+            raise ValueError(f"{len(meta['kernels'])} kernel sources for {len(bodies)} kernels")
+        sources = [_source_from_json(d, body) for d, body in zip(meta["kernels"], bodies)]
+        spec = tuple(x if isinstance(x, int) else tuple(x) for x in meta["output_spec"])
+        passes = [PassRecord(**p) for p in meta["passes"]]
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, it is not used
+        return None, "miss: " + warn_corrupted(path, e)
+    return CachedGraph(graph, spec, passes, sources), "hit"
+
+
+def store_graph(key: str, graph_key: str, options: dict, entry: CachedGraph) -> str | None:
+    """Write a compiled graph; returns why it cannot be cached (None: written)."""
+    g = entry.graph
+    for name, t in g.constants.items():
+        if type(t) not in (torch.Tensor, torch.nn.Parameter):
+            return f"constant {name} is a {type(t).__name__}"
+    text = print_graph(g)
+    try:
+        if print_graph(parse(text, dict(g.constants))) != text:
+            return "its IR text does not parse back to the same graph"
+        meta = json.dumps({"format": GRAPH_FORMAT, "ir": text, "notes": list(g.notes),
+                           "output_spec": list(entry.output_spec), "passes": [asdict(p) for p in entry.passes],
+                           "kernels": [_source_to_json(ks) for ks in entry.sources]})
+    except (TypeError, ValueError) as e:  # a ParseError, or something JSON cannot write
+        return f"{type(e).__name__}: {e}"
+    buf = io.BytesIO()
+    torch.save({"meta": meta, "constants": {k: v.detach() for k, v in g.constants.items()}}, buf)
+    try:
+        write_atomic(entry_path("graphs", key, "pt"), buf.getvalue())
+    except OSError as e:
+        warnings.warn(f"mlc: cannot write to the cache in {cache_dir()}: {e}", stacklevel=2)
+        return f"cannot write: {e}"
+    store_json("graphs", graph_key, {"options": options, "versions": versions()})
+    return None
+
+
+def _expr_json(e):
+    return None if e is None else int(e) if isinstance(e, int) or getattr(e, "is_Integer", False) else str(e)
+
+
+def _source_to_json(ks: KernelSource) -> dict:
+    return {"name": ks.name, "kind": ks.kind, "source": ks.source, "arg_names": ks.arg_names,
+            "signature": ks.signature, "symbols": [str(s) for s in ks.symbols], "numel": _expr_json(ks.numel),
+            "rnumel": _expr_json(ks.rnumel), "persistent": ks.persistent, "input_strided": ks.input_strided,
+            "mnk": None if ks.mnk is None else [_expr_json(d) for d in ks.mnk]}
+
+
+def _source_from_json(d: dict, body: Graph) -> KernelSource:
+    symbols = {str(s): s for s in kernel_symbols(body)}
+
+    def expr(x):
+        return x if x is None or isinstance(x, int) else sympy.sympify(x, locals=symbols)
+
+    return KernelSource(d["name"], d["kind"], d["source"], list(d["arg_names"]), dict(d["signature"]),
+                        [symbols[s] for s in d["symbols"]], expr(d["numel"]), expr(d["rnumel"]), d["persistent"],
+                        [list(x) for x in d["input_strided"]],
+                        None if d["mnk"] is None else tuple(expr(x) for x in d["mnk"]))
