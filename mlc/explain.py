@@ -14,7 +14,6 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
-import triton
 
 from .backend import CompiledGraph, mlc_backend
 from .cost import GPUS, Cost, bound, count_eager, graph_cost, kernel_cost, launch_time
@@ -267,14 +266,7 @@ def _grid(launch: KernelLaunch, env: dict) -> tuple[tuple[int, ...] | None, dict
     all_sizes = launch.sizes(*(env[s] for s in launch.symbols))
     sizes = tuple(int(x) for x in all_sizes[:launch.n_launch_sizes])
     meta, options = launch._config(sizes)
-    if meta.get("backend") == "aten":
-        grid = None
-    elif launch.source.kind == "matmul":
-        m, n, _, batch = sizes
-        grid = (triton.cdiv(m, meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
-    else:
-        grid = (triton.cdiv(sizes[0], meta.get("BLOCK_SIZE") or meta["XBLOCK"]),)
-    return grid, {**meta, **options}
+    return launch.grid(sizes, meta), {**meta, **options}
 
 
 def _kernel_report(node: Node, graph: str, launch: KernelLaunch | None, env: dict) -> KernelReport:

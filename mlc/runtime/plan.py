@@ -146,6 +146,16 @@ class KernelLaunch:
         meta, options = self._config(sizes, env, inputs)
         return self._run(inputs, outs, env, syms, sizes, meta, options)
 
+    def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...] | None:
+        """Program instances per axis for these launch sizes and meta-parameters (None: the
+        autotuner chose to run this matmul region through ATen)."""
+        if meta.get("backend") == "aten":
+            return None
+        if self.source.kind == "matmul":
+            m, n, _, batch = sizes
+            return (triton.cdiv(m, meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
+        return (triton.cdiv(sizes[0], meta.get("BLOCK_SIZE") or meta["XBLOCK"]),)
+
     def _run(self, inputs, outs, env, syms, sizes, meta, options) -> list[torch.Tensor]:
         if meta.get("backend") == "aten":  # the autotuner's ATen choice for a matmul kernel
             results = run_reference(self.body, list(inputs), env)
@@ -154,13 +164,8 @@ class KernelLaunch:
             return outs
         strides = [x.stride(d) for x, ds in zip(inputs, self.strided) for d in ds]
         kind = self.source.kind
-        if kind == "matmul":
-            m, n, k, batch = sizes
-            grid = (triton.cdiv(m, meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
-            extra = [m, n, k]
-        else:
-            grid = (triton.cdiv(sizes[0], meta.get("BLOCK_SIZE") or meta["XBLOCK"]),)
-            extra = [sizes[0], sizes[1]] if kind == "reduction" else [sizes[0]]
+        grid = self.grid(sizes, meta)
+        extra = list(sizes[:3]) if kind == "matmul" else [sizes[0], sizes[1]] if kind == "reduction" else [sizes[0]]
         args = (*inputs, *outs, *syms, *extra, *strides)
         if self.interpret:
             # Masked-off lanes compute too in the interpreter (log(0), 0/0): numpy's warnings
