@@ -165,7 +165,8 @@ def graph_keys(graph: Graph, output_spec: tuple, opts) -> tuple[str, str, dict]:
     process) and its constants' contents; the entry key adds options and versions.
     """
     text = print_graph(replace(graph, name="graph"))
-    consts = {name: tensor_digest(t) for name, t in sorted(graph.constants.items())}
+    with unset_fake_temporarily():  # AOT autograd compiles under a FakeTensorMode; constants are real
+        consts = {name: tensor_digest(t) for name, t in sorted(graph.constants.items())}
     graph_key = digest("graph", text, consts, repr(output_spec))
     options = {f.name: repr(getattr(opts, f.name)) for f in fields(opts) if f.name not in OPTIONS_NOT_IN_KEY}
     return digest(graph_key, options, versions()), graph_key, options
@@ -227,7 +228,8 @@ def store_graph(key: str, graph_key: str, options: dict, entry: CachedGraph) -> 
     except (TypeError, ValueError) as e:  # a ParseError, or something JSON cannot write
         return f"{type(e).__name__}: {e}"
     buf = io.BytesIO()
-    torch.save({"meta": meta, "constants": {k: v.detach() for k, v in g.constants.items()}}, buf)
+    with unset_fake_temporarily():  # as in graph_keys: constants are real tensors
+        torch.save({"meta": meta, "constants": {k: v.detach() for k, v in g.constants.items()}}, buf)
     try:
         write_atomic(entry_path("graphs", key, "pt"), buf.getvalue())
     except OSError as e:
