@@ -1,11 +1,19 @@
-"""mlc against eager PyTorch: kernels, launches and modeled bytes through global memory.
+"""The benchmark suite: mlc against eager PyTorch and TorchInductor.
 
-    python bench/run.py            # targets and the model zoo at bench sizes
-    python bench/run.py --quick    # small sizes, a minute or two
+    python bench/run.py                       # targets, the model zoo and whole models at bench sizes
+    python bench/run.py --quick               # the zoo at small sizes, a few minutes
+    python bench/run.py --quick --models mlp  # chosen models only (no targets)
 
-Nothing here is timed: no machine of ours has a GPU. Costs are modeled (mlc/cost.py) from
-the compiled IR, and eager is counted the same way, one launch per non-view ATen op. Writes
-bench/results.md and bench/results.json.
+For each model and each of eager, Inductor and mlc: correctness against eager, cold and warm
+compile time (each compile in a fresh process, bench/worker.py; cold on empty cache
+directories, warm on what the cold one left), launches, bytes through global memory, FLOPs
+and modeled time on an H100 (mlc/cost.py). No machine of ours has a GPU, so mlc's and eager's
+costs are modeled from the compiled IR and from eager's ATen calls; Inductor on this CPU is
+counted from what its generated C++ code does, which is not what it would launch on a GPU.
+On a machine with a GPU the workers also measure latencies (``triton.testing.do_bench``).
+
+Writes bench/results.md, bench/results.json and bench/bytes.png (with matplotlib, the
+``bench`` extra); ``--quick`` writes bench/results-quick.* and bench/bytes-quick.png instead.
 """
 
 from __future__ import annotations
@@ -13,8 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -22,8 +34,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import mlc  # noqa: E402
-from mlc.testing.models import MODELS, rotate_half  # noqa: E402
+from cases import CASES, HF, ZOO, describe, have_transformers  # noqa: E402
+from mlc.testing.models import rotate_half  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 # ATen matmul-like work: the same in mlc (ATen) and eager until matmul kernels land.
@@ -106,21 +120,6 @@ def mlp_cases(quick: bool):
     }
 
 
-def model_cases(quick: bool):
-    if quick:
-        sizes = dict(batch=2, seq=16, d_model=64)
-        return {name: spec.build(dtype=torch.float32, **sizes) for name, spec in MODELS.items()}
-    big = dict(batch=8, seq=512, d_model=768, dtype=torch.float16)
-    return {
-        "gpt2_block d768 s512 b8 fp16": MODELS["gpt2_block"].build(n_heads=12, **big),
-        "llama_block d768 s512 b8 fp16": MODELS["llama_block"].build(n_heads=12, n_kv_heads=4, d_ff=2048,
-                                                                     max_seq=512, **big),
-        "mlp": MODELS["mlp"].build(batch=512, d_in=1024),
-        "conv_block": MODELS["conv_block"].build(batch=16, hw=32),
-        "embedding_classifier": MODELS["embedding_classifier"].build(batch=64, seq=128, vocab=1000),
-    }
-
-
 def _non_matmul(items) -> int:
     return sum(b for name, b, _ in items if not any(m in name for m in MATMUL_NAMES))
 
@@ -161,35 +160,289 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+# --- models: eager, Inductor and mlc, each compile in its own process ------------------------
+
+# A model is correct when max |out - eager| / max |eager| is at most this (float16 rounds at
+# other places in mlc's and Inductor's fused code than in eager's ops).
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+CUDA = torch.cuda.is_available()
+
+
+def inductor_missing() -> str | None:
+    """Why Inductor cannot be measured here, or None. On CPU it compiles C++ kernels."""
+    if CUDA:
+        return None
+    cxx = os.environ.get("CXX") or "c++"
+    if not (shutil.which(cxx) or shutil.which("g++") or shutil.which("clang++")):
+        return "no C++ compiler found (Inductor's CPU backend compiles C++)"
+    return None
+
+
+def run_worker(case: str, size: str, backend: str, phase: str, cache: pathlib.Path, ir_only: bool,
+               timeout: float) -> dict:
+    """One bench/worker.py process; its JSON, or {"error": ...} naming what went wrong."""
+    env = {**os.environ, "MLC_CACHE_DIR": str(cache / "mlc"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+           "TRITON_CACHE_DIR": str(cache / "triton"), "MLC_PROGRESS": "0"}
+    out = cache / f"{backend}-{phase}.json"
+    cmd = [sys.executable, str(HERE / "worker.py"), case, size, backend, phase, "--json", str(out)]
+    if ir_only:
+        cmd.append("--ir-only")
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("DEBUG")]
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(out.read_text())
+
+
+def measure_backend(case: str, size: str, backend: str, ir_only: bool, timeout: float) -> dict:
+    """Cold and warm compiles of ``case`` with ``backend``, on one fresh set of cache directories."""
+    cache = pathlib.Path(tempfile.mkdtemp(prefix=f"mlc-bench-{case}-{backend}-"))
+    try:
+        cold = run_worker(case, size, backend, "cold", cache, ir_only, timeout)
+        if "error" in cold:
+            return cold
+        warm = run_worker(case, size, backend, "warm", cache, ir_only, timeout)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    result = {k: cold[k] for k in ("max_abs_err", "max_rel_err")}
+    result.update(compile_cold_s=cold["compile_s"], compile_warm_s=warm.get("compile_s"), **cold.get("counts", {}))
+    for key in ("kernel_check", "ir_only", "latency_ms"):
+        if key in cold:
+            result[key] = cold[key]
+    if "error" in warm:
+        result["warm_error"] = warm["error"]
+    if "cache" in warm:
+        result["warm_cache"] = warm["cache"]
+    if "eager_counts" in cold:  # the mlc worker counts eager too
+        result["eager"] = dict(cold["eager_counts"])
+        if "eager_latency_ms" in cold:
+            result["eager"]["latency_ms"] = cold["eager_latency_ms"]
+    return result
+
+
+def measure_model(name: str, quick: bool, backends: list[str], timeout: float) -> dict:
+    size = "quick" if quick else "bench"
+    dtype = CASES[name].sizes[size]["dtype"]
+    row = {"name": name, "size": describe(name, size), "dtype": str(dtype).split(".")[-1]}
+    tol = TOLERANCE[dtype]
+    start = time.perf_counter()
+    for backend in backends:
+        why_not = inductor_missing() if backend == "inductor" else None
+        if why_not:
+            row[backend] = {"skipped": why_not}
+            continue
+        # At bench sizes mlc's kernels would take minutes in Triton's interpreter (see worker.py).
+        r = measure_backend(name, size, backend, backend == "mlc" and not quick and not CUDA, timeout)
+        if "error" not in r:
+            checks = [r["max_rel_err"] <= tol]
+            if "kernel_check" in r:
+                checks.append(r["kernel_check"]["max_rel_err"] <= TOLERANCE[CASES[name].sizes["check"]["dtype"]])
+            r["correct"] = all(checks)
+        if "eager" in r:
+            row["eager"] = r.pop("eager")
+        row[backend] = r
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _pair(row: dict, backend: str, key: str, spec: str) -> str:
+    r = row.get(backend, {})
+    if "skipped" in r:
+        return "n/a"
+    if "error" in r:
+        return "error"
+    return _fmt(r.get(key), spec)
+
+
+def _scaled(row: dict, backend: str, key: str, unit: float, spec: str) -> str:
+    r = row.get(backend, {})
+    return _fmt(r[key] / unit, spec) if r.get(key) is not None else _pair(row, backend, key, spec)
+
+
+def models_tables(rows: list[dict]) -> str:
+    t1 = ["| model | size | rel. error mlc | rel. error Inductor | compile cold s mlc / Inductor "
+          "| compile warm s mlc / Inductor |", "|" + "---|" * 6]
+    t2 = ["| model | launches eager / Inductor (CPU) / mlc | MB eager / Inductor (CPU) / mlc "
+          "| GFLOP eager / mlc | H100 us eager / mlc | runs through ATen in mlc |", "|" + "---|" * 6]
+    t3 = ["| model | eager ms | Inductor ms | mlc ms |", "|---|---|---|---|"]
+    for row in rows:
+        mine = row.get("mlc", {})
+        err = _pair(row, "mlc", "max_rel_err", ".1e")
+        if "kernel_check" in mine:
+            err += f" (kernels {mine['kernel_check']['max_rel_err']:.1e})"
+        if mine.get("correct") is False or row.get("inductor", {}).get("correct") is False:
+            err += " **WRONG**"
+        t1.append(f"| {row['name']} | {row['size']} | {err} | {_pair(row, 'inductor', 'max_rel_err', '.1e')} "
+                  f"| {_pair(row, 'mlc', 'compile_cold_s', '.1f')} / {_pair(row, 'inductor', 'compile_cold_s', '.1f')} "
+                  f"| {_pair(row, 'mlc', 'compile_warm_s', '.1f')} / {_pair(row, 'inductor', 'compile_warm_s', '.1f')} |")
+        eager, ind = row.get("eager", {}), row.get("inductor", {})
+        ind_launches = (f"{ind['launches']} ({ind['kernels']}+{ind['extern_calls']})" if "launches" in ind
+                        else _pair(row, "inductor", "launches", "d"))
+        fallbacks = ", ".join(f.split(".")[1] for f in mine.get("fallbacks", [])) or "-"
+        t2.append(f"| {row['name']} | {_fmt(eager.get('launches'), 'd')} / {ind_launches} / "
+                  f"{_pair(row, 'mlc', 'launches', 'd')} | {_scaled(row, 'eager', 'bytes', 1e6, '.2f')} / "
+                  f"{_scaled(row, 'inductor', 'bytes', 1e6, '.2f')} / {_scaled(row, 'mlc', 'bytes', 1e6, '.2f')} "
+                  f"| {_scaled(row, 'eager', 'flops', 1e9, '.3f')} / {_scaled(row, 'mlc', 'flops', 1e9, '.3f')} "
+                  f"| {_pair(row, 'eager', 'h100_us', '.1f')} / {_pair(row, 'mlc', 'h100_us', '.1f')} | {fallbacks} |")
+        if any("latency_ms" in row.get(b, {}) for b in ("eager", "mlc", "inductor")):
+            t3.append(f"| {row['name']} | {_fmt(eager.get('latency_ms'), '.3f')} "
+                      f"| {_pair(row, 'inductor', 'latency_ms', '.3f')} | {_pair(row, 'mlc', 'latency_ms', '.3f')} |")
+    text = "### Correctness and compile time\n\n" + "\n".join(t1) + "\n\n### Per call: launches, bytes, FLOPs\n\n" + \
+        "\n".join(t2) + "\n"
+    if len(t3) > 2:
+        text += "\n### Measured on " + torch.cuda.get_device_name() + "\n\n" + "\n".join(t3) + "\n"
+    return text
+
+
+COLUMNS = """\
+Columns:
+
+- **rel. error**: max |out - eager| / max |eager| on the same inputs and weights. For mlc on
+  CPU at bench sizes, mlc compiles as usual (kernels generated and loaded) but its compiled
+  graphs then run through mlc's reference executor, op by op in torch: this checks mlc's
+  final IR at full size. The kernels themselves run in Triton's CPU interpreter, which would
+  take many minutes at these sizes, so "(kernels ...)" is the same check with the kernels
+  run by the interpreter at a small size (bench/cases.py, `check`). A model is correct at
+  a relative error of at most 1e-4 in float32, 1e-2 in float16.
+- **compile cold / warm**: seconds of the first call minus the time spent inside the compiled
+  graphs during it (Dynamo, AOT autograd and the backend; on a GPU, the first call minus the
+  second). Cold: a new process with empty cache directories (MLC_CACHE_DIR,
+  TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR); warm: another new process with the directories
+  the cold one filled, so it reflects whatever on-disk caching each backend has.
+- **launches, MB, GFLOP, H100 us** for eager and mlc are modeled (mlc/cost.py): eager is one
+  launch per non-view ATen op, moving its inputs and outputs; mlc is its kernels (each
+  input read once, each output written once) plus the ops it runs through ATen. H100 us:
+  each launch bound by bytes (3.35 TB/s) or FLOPs (989 TFLOP/s), plus 4 us of launch overhead.
+  FLOPs are those of matmuls and of pointwise and reduction ops: the cost model gives
+  attention and convolution calls no FLOPs (eager counts one per output element), so models
+  with them are shown cheaper in GFLOP than they are, on both sides alike.
+- **Inductor (CPU)** is what Inductor's generated code does per call on this CPU, counted
+  while it runs: launches are its C++ kernels + its ATen calls, "total (kernels+ATen)" (extern
+  matmuls, attention, convolutions), and MB are each C++ kernel's tensor arguments once (an in-out buffer twice)
+  plus the ATen calls counted as eager's. On a GPU Inductor generates Triton kernels and
+  fuses differently, so these are not its GPU figures. Its C++ kernels' FLOPs are not
+  counted and its GPU time cannot be modeled from CPU kernels: n/a.
+- n/a: not measurable here (the reason is in results.json); error: the worker failed (the
+  message is in results.json).
+"""
+
+
+def plot_bytes(rows: list[dict], path: pathlib.Path) -> str | None:
+    """A bar chart of MB per call per model; None, or a note saying why there is none."""
+    try:
+        import matplotlib
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]'): no plot"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [("eager (modeled)", "eager"), ("Inductor (CPU kernels)", "inductor"), ("mlc (modeled)", "mlc")]
+    names = [r["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    width = 0.8 / len(series)
+    for k, (label, key) in enumerate(series):
+        values = [r.get(key, {}).get("bytes") for r in rows]
+        xs = [i + (k - 1) * width for i, v in enumerate(values) if v is not None]
+        ys = [v / 1e6 for v in values if v is not None]
+        if ys:
+            ax.bar(xs, ys, width, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("MB through memory per call")
+    ax.set_title("Bytes moved per call (lower is better)")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def select_models(quick: bool, names: str | None) -> tuple[list[str], list[str]]:
+    """The cases to run, and notes about those skipped."""
+    notes = []
+    if names:
+        chosen = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in chosen if n not in CASES]
+        if unknown:
+            raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    else:
+        chosen = [c.name for c in ZOO] + ([] if quick else [c.name for c in HF])
+    if not have_transformers() and any(CASES[n].hf for n in chosen):
+        skipped = [n for n in chosen if CASES[n].hf]
+        notes.append(f"skipped {', '.join(skipped)}: the transformers package is not installed")
+        chosen = [n for n in chosen if not CASES[n].hf]
+    return chosen, notes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
-    parser.add_argument("--out", default=str(HERE), help="directory for results.md and results.json")
+    parser.add_argument("--quick", action="store_true", help="small sizes, zoo models only (for CI)")
+    parser.add_argument("--models", help=f"comma-separated, from: {', '.join(CASES)} (then no targets)")
+    parser.add_argument("--backends", default="mlc,inductor", help="comma-separated: mlc, inductor")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per worker process")
+    parser.add_argument("--out", default=str(HERE), help="directory for the results")
     args = parser.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    if set(backends) - {"mlc", "inductor"} or "mlc" not in backends:
+        parser.error("--backends: mlc, optionally with inductor")
+    chosen, notes = select_models(args.quick, args.models)
+    for note in notes:
+        print(note)
     torch.manual_seed(0)
-    targets = [measure(n, f, x) for n, (f, x) in target_cases(args.quick).items()]
-    mlps = [(measure(n, m, x), want) for n, (m, x, want) in mlp_cases(args.quick).items()]
-    models = []
-    for name, (model, inputs) in model_cases(args.quick).items():
-        models.append(measure(name, model.eval(), inputs))
-    text = ("## Targets: each one kernel\n\n" + table(targets)
-            + "\n\n## Matmul targets: GPT-2 MLP 2 kernels, LLaMA MLP 2 after its norm; bytes <= 0.6 of eager\n\n"
-            + table([r for r, _ in mlps]) + "\n\n## Models (inference)\n\n" + table(models)
-            + "\n\nMB are modeled bytes through global memory per call; non-matmul excludes matmuls, attention "
-              "and convolutions (ATen calls, the same for both). H100 us: each launch bound by bytes or FLOPs, "
-              "plus 4 us launch overhead.\n")
+    text, result = "", {}
+    bad = []
+    if not args.models:
+        targets = [measure(n, f, x) for n, (f, x) in target_cases(args.quick).items()]
+        mlps = [(measure(n, m, x), want) for n, (m, x, want) in mlp_cases(args.quick).items()]
+        text += ("## Targets: each one kernel\n\n" + table(targets)
+                 + "\n\n## Matmul targets: GPT-2 MLP 2 kernels, LLaMA MLP 2 after its norm; bytes <= 0.6 of eager\n\n"
+                 + table([r for r, _ in mlps])
+                 + "\n\nMB are modeled bytes through global memory per call; non-matmul excludes matmuls, attention "
+                   "and convolutions (ATen calls, the same for both). H100 us: each launch bound by bytes or FLOPs, "
+                   "plus 4 us launch overhead.\n\n")
+        result.update(targets=targets, matmul_targets=[r for r, _ in mlps])
+        bad += [t["name"] for t in targets if t["kernels"] != 1 or t["launches"] != 1]
+        # The bytes target is for bench sizes: at --quick sizes the weights dominate both sides.
+        bad += [r["name"] for r, want in mlps
+                if r["launches"] != want or (not args.quick and r["mb"] > 0.6 * r["eager_mb"])]
+    rows = []
+    for name in chosen:
+        print(f"{name}: ...", end="", flush=True)
+        row = measure_model(name, args.quick, backends, args.timeout)
+        rows.append(row)
+        print(f" {row['seconds']:.0f} s")
+        for b in backends:
+            if "error" in row[b]:
+                print(f"  {b}: {row[b]['error']}", file=sys.stderr)
+                bad.append(f"{name} ({b}: error)")
+            elif row[b].get("correct") is False:
+                bad.append(f"{name} ({b}: wrong result)")
+    for b in backends:
+        notes += sorted({f"{b} is n/a: {row[b]['skipped']}" for row in rows if "skipped" in row.get(b, {})})
+    text += "## Models (inference)\n\n" + models_tables(rows) + "\n" + COLUMNS
+    if notes:
+        text += "\n" + "\n".join(f"Note: {n}." for n in notes) + "\n"
+    result.update(models=rows, notes=notes, device=torch.cuda.get_device_name() if CUDA else "cpu",
+                  torch=torch.__version__)
     print(text)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     (out / f"results{suffix}.md").write_text(text)
-    (out / f"results{suffix}.json").write_text(
-        json.dumps({"targets": targets, "matmul_targets": [r for r, _ in mlps], "models": models}, indent=1))
-    bad = [t["name"] for t in targets if t["kernels"] != 1 or t["launches"] != 1]
-    # The bytes target is for bench sizes: at --quick sizes the weights dominate both sides.
-    bad += [r["name"] for r, want in mlps if r["launches"] != want or (not args.quick and r["mb"] > 0.6 * r["eager_mb"])]
+    (out / f"results{suffix}.json").write_text(json.dumps(result, indent=1))
+    if rows:
+        note = plot_bytes(rows, out / f"bytes{suffix}.png")
+        if note:
+            print(note)
     if bad:
-        print(f"targets missed: {', '.join(bad)}", file=sys.stderr)
+        print(f"targets missed or models failed: {', '.join(bad)}", file=sys.stderr)
     return 1 if bad else 0
 
 

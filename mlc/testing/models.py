@@ -156,6 +156,88 @@ class EmbeddingClassifier(nn.Module):
         return F.cross_entropy(self.head(h), targets)
 
 
+class BertLayer(nn.Module):
+    """BERT encoder layer: post-LN (norm after each residual add), exact (erf) GELU, and attention
+    written out as in Hugging Face's eager BERT, with the padding mask added to the scores as
+    ``(1 - mask) * finfo.min``."""
+
+    def __init__(self, d_model=16, n_heads=2, d_ff=32):
+        super().__init__()
+        self.n_heads = n_heads
+        self.query, self.key, self.value = (nn.Linear(d_model, d_model) for _ in range(3))
+        self.attn_out = nn.Linear(d_model, d_model)
+        self.attn_norm = nn.LayerNorm(d_model, eps=1e-12)
+        self.intermediate = nn.Linear(d_model, d_ff)
+        self.output = nn.Linear(d_ff, d_model)
+        self.out_norm = nn.LayerNorm(d_model, eps=1e-12)
+
+    def attention(self, x, mask):
+        B, T, C = x.shape
+        q, k, v = (f(x).view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+                   for f in (self.query, self.key, self.value))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(C // self.n_heads)
+        scores = scores + (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        y = scores.softmax(dim=-1) @ v
+        return self.attn_out(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward(self, x, mask):
+        h = self.attn_norm(x + self.attention(x, mask))
+        return self.out_norm(h + self.output(F.gelu(self.intermediate(h))))
+
+
+class ResNetBlock(nn.Module):
+    """ResNet basic block: conv-bn-relu-conv-bn, plus the input (through a strided 1x1 conv and
+    batch norm when the shape changes), then relu. Train mode uses batch statistics."""
+
+    def __init__(self, c_in=8, c=8, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c, 1, stride=stride, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ViTBlock(nn.Module):
+    """A small ViT: patch tokens from a stride-``patch`` convolution (as in Hugging Face's and
+    timm's ViT), a class token and learned position embeddings, one pre-LN transformer block
+    (SDPA attention, exact GELU MLP), a final norm and a linear head on the class token."""
+
+    def __init__(self, c_in=3, hw=8, patch=4, d_model=16, n_heads=2, d_ff=32, n_classes=10):
+        super().__init__()
+        self.n_heads = n_heads
+        self.embed = nn.Conv2d(c_in, d_model, patch, stride=patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (hw // patch) ** 2 + 1, d_model) * 0.02)
+        self.norm1 = nn.LayerNorm(d_model, eps=1e-6)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model, eps=1e-6)
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+        self.norm = nn.LayerNorm(d_model, eps=1e-6)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def attention(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def forward(self, images):
+        x = self.embed(images).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1) + self.pos
+        x = x + self.attention(self.norm1(x))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(self.norm(x[:, 0]))
+
+
 # --- specs ----------------------------------------------------------------------------------
 
 
@@ -165,7 +247,8 @@ class ModelSpec:
 
     ``make_inputs(batch, dtype, gen, **sizes)`` returns the inputs; floating ones take ``dtype``.
     ``fallbacks`` are the ATen ops that run as mlc fallbacks (forward or backward);
-    ``ops`` are mlc ops its forward IR must contain.
+    ``ops`` are mlc ops its forward IR must contain; ``dynamic_fallbacks`` are the ops that
+    also fall back under ``dynamic=True``, where every input size is a symbol.
     """
 
     name: str
@@ -173,6 +256,7 @@ class ModelSpec:
     make_inputs: Callable[..., tuple]
     fallbacks: frozenset[str] = frozenset()
     ops: frozenset[str] = frozenset()
+    dynamic_fallbacks: frozenset[str] = frozenset()
 
     def build(self, batch: int = 2, dtype: torch.dtype = torch.float32, seed: int = 0, train: bool = False,
               **sizes) -> tuple[nn.Module, tuple]:
@@ -204,6 +288,18 @@ def _tokens(batch, dtype, gen, vocab=50, n_classes=5, seq=6, **_):
     return (torch.randint(0, vocab, (batch, seq), generator=gen), torch.randint(0, n_classes, (batch,), generator=gen))
 
 
+def _padded_sequence(batch, dtype, gen, d_model=16, seq=4, **_):
+    """Hidden states and an attention mask (1 for tokens, 0 for padding, as in Hugging Face):
+    sequence ``i`` has ``seq - i % (seq // 2 + 1)`` tokens, so the first is full and others padded."""
+    lengths = torch.tensor([seq - i % (seq // 2 + 1) for i in range(batch)])
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    return torch.randn(batch, seq, d_model, generator=gen).to(dtype), mask
+
+
+def _feature_maps(batch, dtype, gen, c_in=8, hw=8, **_):
+    return _images(batch, dtype, gen, c_in=c_in, hw=hw)
+
+
 MODELS: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("mlp", MLP, _features, ops=frozenset({"mm", "add", "relu", "gelu"})),
     # SDPA is kept whole on purpose (see mlc/frontend/decompositions.py).
@@ -222,4 +318,18 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
     # The embedding's backward is a scatter-add (index_put with accumulate), which mlc has no op for.
     ModelSpec("embedding_classifier", EmbeddingClassifier, _tokens, fallbacks=frozenset({"aten.index_put.default"}),
               ops=frozenset({"embedding", "mean", "mm", "tanh", "amax", "gather"})),
+    ModelSpec("bert_layer", BertLayer, _padded_sequence,
+              ops=frozenset({"mm", "bmm", "var", "mean", "rsqrt", "gelu", "amax", "exp", "sum"})),
+    ModelSpec("resnet_block", ResNetBlock, _feature_maps,
+              fallbacks=frozenset({"aten.convolution.default", "aten.convolution_backward.default"}),
+              ops=frozenset({"var", "mean", "rsqrt", "relu", "add"})),
+    ModelSpec("vit_block", ViTBlock, _images,
+              fallbacks=frozenset({"aten.convolution.default", "aten.convolution_backward.default",
+                                   "aten._scaled_dot_product_flash_attention_for_cpu.default",
+                                   "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}),
+              ops=frozenset({"mm", "permute", "cat", "var", "rsqrt", "gelu", "select"}),
+              # With the image size a symbol H, the patch tokens number (H//4)**2 + 1; that this
+              # broadcasts against the 5 position embeddings holds only under Dynamo's guard
+              # ((H//4)**2 + 1 == 5), which mlc does not read, so the add runs through ATen.
+              dynamic_fallbacks=frozenset({"aten.add.Tensor"})),
 ]}
