@@ -263,8 +263,7 @@ _NOT_COMPUTE = (Category.SOURCE, Category.VIEW, Category.CREATION, Category.SYM)
 def _grid(launch: KernelLaunch, env: dict) -> tuple[tuple[int, ...] | None, dict]:
     """The grid and the configuration ``launch`` uses for the sizes in ``env``, as its ``__call__`` does
     (no grid when the autotuner chose to run a matmul kernel through ATen)."""
-    all_sizes = launch.sizes(*(env[s] for s in launch.symbols))
-    sizes = tuple(int(x) for x in all_sizes[:launch.n_launch_sizes])
+    _, sizes, _ = launch._sizes(env)
     meta, options = launch._config(sizes)
     return launch.grid(sizes, meta), {**meta, **options}
 

@@ -67,6 +67,7 @@ def lower_precision(graph: Graph, precision: str = "default") -> Graph:
     if precision == "default":
         return graph
     notes: list[str] = []
+    casts: dict[Value, Value] = {}  # each value cast once, however many matmuls read it
 
     def rewrite(b: GraphBuilder, node: Node, ins: list[Value]):
         if not _fp32_matmul(node):
@@ -80,6 +81,5 @@ def lower_precision(graph: Graph, precision: str = "default") -> Graph:
         c = b.op(node.op, *(_cast(b, v, low, casts) for v in ins), **node.attrs)
         return (b.op("convert", c, dtype=torch.float32),)
 
-    casts: dict[Value, Value] = {}
     out = rebuild(graph, rewrite)
     return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, graph.notes + tuple(notes))

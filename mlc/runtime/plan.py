@@ -86,12 +86,14 @@ class KernelLaunch:
         """
         if sizes in self.configs:
             return self.configs[sizes]
-        cfg = _split(self._choose(sizes, env, inputs), self.interpret)
-        if self.tuning is None or not self.tuning.ranked_by.startswith("skipped: the sizes"):
-            self.configs[sizes] = cfg  # else a call with its sizes will tune
+        config, final = self._choose(sizes, env, inputs)
+        cfg = _split(config, self.interpret)
+        if final:  # else a call that binds the size symbols will tune
+            self.configs[sizes] = cfg
         return cfg
 
-    def _choose(self, sizes: tuple, env: dict | None, inputs) -> dict:
+    def _choose(self, sizes: tuple, env: dict | None, inputs) -> tuple[dict, bool]:
+        """The config for these sizes, and whether it is final (not waiting for a call's sizes to tune)."""
         fixed = tuner.fixed_config(self.source, sizes, self.interpret)
         target = "interpreter" if self.interpret else "GPU"
         level = self.autotune
@@ -105,10 +107,11 @@ class KernelLaunch:
             reason = ("skipped: interpret=True launches the interpreter's large blocks; autotune='auto' tunes "
                       "GPU launches only ('default' or 'max' rank GPU configs here too)")
         elif env is None and self.symbols:
-            reason = "skipped: the sizes of a call are needed"
+            self.tuning = tuner.untuned(sizes, fixed, "skipped: the sizes of a call are needed", target)
+            return fixed, False
         if reason is not None:
             self.tuning = tuner.untuned(sizes, fixed, reason, target)
-            return fixed
+            return fixed, True
         b = tuner.bucket(sizes)
         if b not in self.tunings:
             timer = None
@@ -116,13 +119,11 @@ class KernelLaunch:
                 timer = functools.partial(self._time, inputs, env)
             self.tunings[b] = tuner.tune(self.source, self.body, sizes, env or {}, level, timer)
         self.tuning = self.tunings[b]
-        return fixed if self.interpret else self.tuning.config
+        return (fixed if self.interpret else self.tuning.config), True
 
     def _time(self, inputs, env: dict, cfg: dict) -> float:
         """Milliseconds one config takes on the GPU (``triton.testing.do_bench``)."""
-        syms = [env[s] for s in self.symbols]
-        all_sizes = self.sizes(*syms)
-        sizes, dims = tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
+        syms, sizes, dims = self._sizes(env)
         outs = self._outputs(dims, inputs)
         meta, options = _split(cfg, interpret=False)
         return triton.testing.do_bench(lambda: self._run(inputs, outs, env, syms, sizes, meta, options))
@@ -136,10 +137,14 @@ class KernelLaunch:
             outs.append(torch.empty(shape, dtype=t.dtype, device=device))
         return outs
 
-    def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
+    def _sizes(self, env: dict) -> tuple[list, tuple, list]:
+        """(symbol values, launch sizes, output dims) for a call's size symbols."""
         syms = [env[s] for s in self.symbols]
         all_sizes = self.sizes(*syms)
-        sizes, dims = tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
+        return syms, tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
+
+    def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
+        syms, sizes, dims = self._sizes(env)
         outs = self._outputs(dims, inputs)
         if any(o.numel() == 0 for o in outs):
             return outs
