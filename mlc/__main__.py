@@ -1,9 +1,13 @@
 """The ``mlc`` command line.
 
     mlc ops [--markdown]          the op table (mlc ops, and the ATen ops that lower to them)
-    mlc opt FILE [--passes a,b]   read IR text, run passes, print IR text (like mlir-opt)
+    mlc opt FILE [--passes 'a{k=v},b']
+                                  read IR text, run passes, print IR text (like mlir-opt)
+    mlc options [--markdown]      the compile options, with values, defaults, environment variables
     mlc explain SCRIPT.py[:FUNCTION] [--html OUT.html] [--option KEY=VALUE ...]
                                   compile a script's function with mlc and report what mlc did
+    mlc bisect SCRIPT.py[:FUNCTION] [--option KEY=VALUE ...] [--tol T]
+                                  find the optimization decision after which the result is wrong
     mlc dump DIR                  summarize a directory written by MLC_DUMP_DIR
     mlc aot-check [--arch 80,90] [--models a,b] [--ir FILE] [--quick]
                                   compile the generated kernels for NVIDIA GPUs ahead of time
@@ -57,16 +61,16 @@ def _read(path: str) -> str:
 
 def _opt(args) -> int:
     from .ir import ParseError, VerifyError, parse_graphs, verify
-    from .passes import PASSES, run_passes
+    from .passes import PASSES, parse_pipeline, run_passes
 
-    names = [p for p in (args.passes or "").split(",") if p]
-    unknown = [p for p in names if p not in PASSES]
-    if unknown:
-        raise UsageError(f"unknown pass {', '.join(unknown)}; known passes: {', '.join(PASSES)}")
+    try:
+        passes = parse_pipeline(args.passes or "", PASSES)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     text = sys.stdin.read() if args.file == "-" else _read(args.file)
     try:
         graphs = parse_graphs(text)
-        out = [str(run_passes(verify(g), [PASSES[p] for p in names], verify_each=True)) for g in graphs]
+        out = [str(run_passes(verify(g), passes, verify_each=True)) for g in graphs]
     except (ParseError, VerifyError) as e:
         raise UsageError(f"{args.file}: {str(e).splitlines()[0]}") from None
     print("\n\n".join(out))
@@ -110,20 +114,17 @@ def _option(item: str) -> tuple[str, object]:
     opt = {o.name: o for o in OPTIONS}.get(key)
     if opt is None:
         return key, raw  # make_options names the valid options
-    if isinstance(opt.default, bool):
-        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
-                 "off": False}
-        if raw.lower() not in words:
-            raise UsageError(f"--option {item}: mlc option '{key}' must be true or false")
-        return key, words[raw.lower()]
-    if raw.lower() == "none" and (opt.default is None or type(None) in opt.types):
-        return key, None
-    if opt.parse is not None:
-        try:
-            return key, opt.parse(raw)
-        except ValueError:
-            raise UsageError(f"--option {item}: {raw!r} is not a valid value for mlc option '{key}'") from None
-    return key, raw
+    try:
+        return key, opt.parse(raw)
+    except ValueError as e:
+        raise UsageError(f"--option {item}: mlc option '{key}' {e}") from None
+
+
+def _options(args) -> int:
+    from .options import options_markdown, options_text
+
+    print(options_markdown() if args.markdown else options_text(), end="")
+    return 0
 
 
 def load_explain_target(target: str) -> tuple[object, tuple]:
@@ -192,6 +193,28 @@ def _explain(args) -> int:
     return 0
 
 
+def _bisect(args) -> int:
+    from .cli.bisect import bisect
+    from .options import make_options
+
+    options = dict(_option(item) for item in args.option)
+    try:
+        make_options(None, options)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        fn, inputs = load_explain_target(args.target)
+        result = bisect(fn, *inputs, tolerance=args.tol, dynamic=args.dynamic or None, **options)
+    except UsageError:
+        raise
+    except Exception as e:  # the user's script or the compile failed: its traceback is what helps
+        traceback.print_exc()
+        print(f"mlc bisect: {args.target} failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    print(result.text())
+    return 1 if result.full.error > result.tolerance else 0
+
+
 # --- mlc dump -------------------------------------------------------------------------------
 
 _DUMP_FILE = re.compile(r"(?P<graph>.+)\.(?P<index>\d+)\.(?P<pass>[A-Za-z_][A-Za-z0-9_]*)\.mlc\Z")
@@ -236,7 +259,7 @@ def read_dump(directory: str) -> dict[str, list[tuple[str, float, list]]]:
 
 def dump_summary(directory: str) -> str:
     """Per graph: each pass with its time and the nodes and kernels after it; the final kernels."""
-    from .explain import format_table, fused_ops, graph_counts
+    from .report import format_table, fused_ops, graph_counts
 
     lines = []
     for name, passes in read_dump(directory).items():
@@ -272,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     ops.add_argument("--markdown", action="store_true", help="print the docs/ops.md reference")
     opt = sub.add_parser("opt", help="run passes over IR text and print the result")
     opt.add_argument("file", help="IR text file, or - for standard input")
-    opt.add_argument("--passes", help="comma-separated pass names, in order")
+    opt.add_argument("--passes", metavar="PASSES",
+                     help="comma-separated passes of PIPELINE, in order, each with its options in mlir-opt's "
+                          "syntax: 'lower_precision{precision=bf16},fuse' (see mlc options)")
+    options = sub.add_parser("options", help="list the compile options: values, default, environment variable")
+    options.add_argument("--markdown", action="store_true", help="print the README's options table")
     exp = sub.add_parser("explain", help="compile a script's function with mlc and report what mlc did",
                          description=EXPLAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     exp.add_argument("target", metavar="SCRIPT.py[:FUNCTION]",
@@ -286,6 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--dynamic", action="store_true", help="compile with dynamic=True (symbolic sizes)")
     exp.add_argument("--gpu", choices=list(GPUS), default="H100",
                      help="the GPU whose modeled time and roof each launch shows (default: H100)")
+    bis = sub.add_parser("bisect", help="find the optimization decision after which mlc's result is wrong",
+                         description="Compile a script's function (as mlc explain does) with every optimization "
+                                     "decision, compare with eager, and if the outputs differ binary-search the "
+                                     "number of decisions allowed (mlc option fuel) for the one after which they "
+                                     "differ; print it and the IR before and after it. Exit code 1 when the "
+                                     "outputs differ, 0 when they match.")
+    bis.add_argument("target", metavar="SCRIPT.py[:FUNCTION]",
+                     help="the script, and the function in it that returns (fn, example_inputs) (default: mlc_explain)")
+    bis.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                     help="an mlc option (repeatable), as for mlc explain")
+    bis.add_argument("--tol", type=float, help="largest max |mlc - eager| / max |eager| that is right (default: "
+                                              "1e-4 for fp32 outputs, 1e-2 fp16, 5e-2 bf16)")
+    bis.add_argument("--dynamic", action="store_true", help="compile with dynamic=True (symbolic sizes)")
     dump = sub.add_parser("dump", help="summarize a directory written by MLC_DUMP_DIR",
                           description="Summarize the IR files MLC_DUMP_DIR (or options={'dump_dir': ...}) "
                                       "wrote: per graph, each pass with its time and the number of nodes and "
@@ -305,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     aot.add_argument("-v", "--verbose", action="store_true", help="progress, and full compiler errors")
     args = parser.parse_args(argv)
     if args.command == "aot-check":
-        from .codegen.aot import main as aot_check
+        from .cli.aot_check import main as aot_check
 
         return aot_check(args)
     if args.command == "ops":
@@ -318,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{op.name:14} {op.category.value:10} {op.doc}")
         return 0
     try:
-        return {"opt": _opt, "explain": _explain, "dump": _dump}[args.command](args)
+        return {"opt": _opt, "options": _options, "explain": _explain, "bisect": _bisect,
+                "dump": _dump}[args.command](args)
     except UsageError as e:
         print(f"mlc {args.command}: {e}", file=sys.stderr)
         return 2

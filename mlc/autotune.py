@@ -25,9 +25,7 @@ is ``"default"`` for kernels launched on a GPU and ``"off"`` in Triton's interpr
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,14 +36,11 @@ import torch
 
 from . import cache
 from .codegen.compile import next_pow2
-from .codegen.config import launch_config, matmul_config, operand_itemsize
-from .codegen.kernel import KernelSource
-from .cost import GPU, GPUS, blocks_per_sm, config_time, region_cost
+from .codegen.templates import ATEN, KernelSource, is_aten, template_of
+from .cost import GPU, GPUS, blocks_per_sm, region_cost
 from .ir.graph import Graph
-from .ir.ops import OPS, Category
 
 LEVELS = ("auto", "off", "default", "max")
-ATEN = {"backend": "aten"}  # a matmul kernel run as torch ops: the ATen matmul, then its epilogue
 MAX_REGISTERS = 255  # per thread, on every NVIDIA GPU since sm_35
 MIN_RESIDENT_WARPS = 4  # per SM: fewer cannot hide latency at all
 MAX_COMPILED = 12  # "max": compile at most this many candidates (the best by the cost model)
@@ -102,92 +97,17 @@ def target_gpu() -> str:
     return DEFAULT_GPU
 
 
-def fixed_config(ks: KernelSource, sizes: tuple, interpret: bool) -> dict:
-    """Today's rule-based config (``config.py``): the interpreter's, or the untuned GPU one."""
-    if ks.kind == "matmul":
-        return matmul_config(*sizes[:3], interpret, operand_itemsize(ks))
-    return launch_config(ks, sizes[0], sizes[1], interpret)
-
-
-# --- search spaces ----------------------------------------------------------------------------
-
-def space(ks: KernelSource, sizes: tuple, level: str) -> list[dict]:
-    """The declared configs for a kernel at ``sizes`` (launch sizes: numel, rnumel or M, N, K, batch)."""
-    big = level == "max"
-    if ks.kind == "pointwise":
-        blocks = [128, 256, 512, 1024, 2048, 4096, 8192] if big else [512, 1024, 2048, 4096]
-        warps = [1, 2, 4, 8, 16] if big else [4, 8]
-        return [{"BLOCK_SIZE": b, "num_warps": w} for b in blocks for w in warps if big or (w == 8) == (b >= 2048)]
-    if ks.kind == "reduction":
-        rnumel = sizes[1]
-        if ks.persistent:
-            rblocks = [next_pow2(rnumel)]
-        else:
-            rblocks = [256, 512, 1024, 2048, 4096] if big else [512, 1024, 2048]
-        xblocks = [1, 2, 4, 8, 16, 32] if big else [1, 2, 4, 8]
-        warps = [1, 2, 4, 8, 16] if big else [4, 8]
-        out = []
-        for x, r, w in itertools.product(xblocks, rblocks, warps):
-            if big or (w == 8) == (x * r >= 4096):
-                out.append({"XBLOCK": x, "RBLOCK": r, "num_warps": w})
-        return out
-    itemsize = operand_itemsize(ks)
-    if big:
-        tiles = itertools.product([16, 32, 64, 128, 256], [32, 64, 128, 256], [16, 32, 64, 128], [2, 4, 8],
-                                  [1, 2, 3, 4, 5], [1, 8])
-        out = [{"BLOCK_SIZE_M": m, "BLOCK_SIZE_N": n, "BLOCK_SIZE_K": k, "GROUP_SIZE_M": g, "num_warps": w,
-                "num_stages": s} for m, n, k, w, s, g in tiles]
-    else:
-        bk = 16 if itemsize >= 4 else 32
-        tiles = [(64, 64, bk, 4, 3), (128, 64, bk, 8, 3), (64, 128, bk, 8, 3), (32, 64, 2 * bk, 4, 4),
-                 (128, 128, bk, 8, 3)]
-        out = [{"BLOCK_SIZE_M": m, "BLOCK_SIZE_N": n, "BLOCK_SIZE_K": k, "GROUP_SIZE_M": 8, "num_warps": w,
-                "num_stages": s} for m, n, k, w, s in tiles]
-    return out + [dict(ATEN)]
-
-
-def _clip(ks: KernelSource, cfg: dict, sizes: tuple) -> dict:
-    """A config with tiles no larger than the problem needs (so equal ones deduplicate)."""
-    c = dict(cfg)
-    if "BLOCK_SIZE" in c:
-        c["BLOCK_SIZE"] = max(16, min(c["BLOCK_SIZE"], next_pow2(sizes[0])))
-    elif "XBLOCK" in c:
-        c["XBLOCK"] = min(c["XBLOCK"], next_pow2(sizes[0]))
-        if not ks.persistent:
-            c["RBLOCK"] = max(16, min(c["RBLOCK"], next_pow2(sizes[1])))
-    elif "BLOCK_SIZE_M" in c:  # tl.dot needs 16 in every tile dim
-        for key, n in (("BLOCK_SIZE_M", sizes[0]), ("BLOCK_SIZE_N", sizes[1]), ("BLOCK_SIZE_K", sizes[2])):
-            c[key] = max(16, min(c[key], next_pow2(n)))
-    return c
-
-
 # --- static checks ----------------------------------------------------------------------------
-
-def shared_estimate(ks: KernelSource, cfg: dict) -> int:
-    """Bytes of shared memory a matmul config's pipeline needs: ``num_stages`` A and B tiles."""
-    if "BLOCK_SIZE_M" not in cfg:
-        return 0
-    isz = operand_itemsize(ks)
-    m, n, k = cfg["BLOCK_SIZE_M"], cfg["BLOCK_SIZE_N"], cfg["BLOCK_SIZE_K"]
-    return max(cfg.get("num_stages", 1), 1) * (m * k + k * n) * isz
-
 
 def static_problem(ks: KernelSource, cfg: dict, gpu: GPU) -> str | None:
     """Why ``cfg`` cannot be good on ``gpu`` without compiling it (None: no reason known)."""
-    if cfg.get("backend") == "aten":
+    if is_aten(cfg):
         return None
-    threads = 32 * cfg["num_warps"]
-    if "BLOCK_SIZE_M" in cfg:
-        smem = shared_estimate(ks, cfg)
-        if smem > gpu.max_shared:
-            return f"shared memory: {smem} B for {cfg['num_stages']} stages, sm_{gpu.arch} allows {gpu.max_shared}"
-        m, n, k = cfg["BLOCK_SIZE_M"], cfg["BLOCK_SIZE_N"], cfg["BLOCK_SIZE_K"]
-        accumulators = max(ks.source.count("tl.dot("), 1)  # SwiGLU's pair keeps two
-        per_thread = (m * n * accumulators + m * k + k * n) // threads
-        what = "accumulator and operand tiles"
-    else:
-        per_thread = cfg.get("BLOCK_SIZE", 1) * cfg.get("XBLOCK", 1) * cfg.get("RBLOCK", 1) // threads
-        what = "block"
+    template = template_of(ks)
+    smem = template.shared_bytes(ks, cfg)
+    if smem > gpu.max_shared:
+        return f"shared memory: {smem} B for {cfg['num_stages']} stages, sm_{gpu.arch} allows {gpu.max_shared}"
+    per_thread, what = template.registers(ks, cfg)
     if per_thread > MAX_REGISTERS:
         return f"registers: the {what} needs about {per_thread} per thread (limit {MAX_REGISTERS})"
     return None
@@ -224,51 +144,11 @@ def compiled_problem(cfg: dict, stats: dict, gpu: GPU) -> str | None:
 
 def modeled_time(ks: KernelSource, body: Graph, cfg: dict, sizes: tuple, env: dict, gpu: GPU,
                  stats: dict | None = None) -> float:
-    """Seconds ``cfg`` is modeled to take on ``gpu`` (``cost.config_time``)."""
+    """Seconds ``cfg`` is modeled to take on ``gpu`` (the template's ``modeled_time``)."""
     nbytes, flops = region_cost(body, env)
     stats = stats or {}
-    regs, shared = stats.get("registers", 0), stats.get("shared", 0)
-    if ks.kind == "matmul":
-        return _matmul_time(ks, body, cfg, sizes, nbytes, flops, gpu, regs, shared)
-    warps = cfg["num_warps"]
-    per_program = cfg.get("BLOCK_SIZE") or cfg["XBLOCK"] * min(cfg["RBLOCK"], max(sizes[1], 1))
-    programs = math.ceil(sizes[0] / (cfg.get("BLOCK_SIZE") or cfg["XBLOCK"]))
-    total = max(sizes[0] * (sizes[1] if ks.kind == "reduction" else 1), 1)
-    in_flight = per_program * nbytes / total
-    return config_time(gpu, programs=programs, resident=blocks_per_sm(gpu, warps, regs, shared), nbytes=nbytes,
-                       flops=flops, in_flight=in_flight)
-
-
-def _matmul_time(ks, body, cfg, sizes, nbytes, flops, gpu, regs, shared) -> float:
-    m, n, k, batch = sizes
-    isz = operand_itemsize(ks)
-    tensor_cores = isz < 4
-    mm_bytes = (m * k + k * n) * isz * batch
-    epilogue_bytes = max(nbytes - mm_bytes, 0)  # outputs and epilogue operands
-    if cfg.get("backend") == "aten":
-        # cuBLAS: a well-chosen tile (modeled as 128x128 at full efficiency), then each epilogue
-        # op is one more launch reading and writing an M x N tensor.
-        ops = [x for x in body.nodes if OPS[x.op].category is Category.POINTWISE]
-        mm = config_time(gpu, programs=math.ceil(m / 128) * math.ceil(n / 128) * batch, resident=1,
-                         nbytes=mm_bytes + m * n * batch * 4, flops=2 * m * n * k * batch,
-                         in_flight=3 * 128 * 64 * isz, tensor_cores=tensor_cores)
-        per_op = config_time(gpu, programs=max(m * n * batch // 1024, 1), resident=8,
-                             nbytes=2 * m * n * batch * 4, flops=m * n * batch, in_flight=1024 * 4)
-        return mm + len(ops) * per_op
-    bm, bn, bk = cfg["BLOCK_SIZE_M"], cfg["BLOCK_SIZE_N"], cfg["BLOCK_SIZE_K"]
-    pm, pn = math.ceil(m / bm), math.ceil(n / bn)
-    # Tile re-reads: A is read once per column of tiles, B once per row of tiles; grouped
-    # ordering keeps GROUP_SIZE_M rows of tiles in flight together, so B tiles hit L2 that often.
-    reuse = min(cfg["GROUP_SIZE_M"], pm)
-    traffic = isz * batch * (m * k * pn + k * n * pm / reuse) + epilogue_bytes
-    padded_flops = 2 * pm * bm * pn * bn * k * batch  # tiles past the edge compute too
-    stages = cfg.get("num_stages", 1)
-    # A K step issues one A and one B tile; fewer, smaller steps keep the MMA units less busy.
-    efficiency = (bm * bn / (bm * bn + 32 * (bm + bn))) * (bk / (bk + 8))
-    return config_time(gpu, programs=pm * pn * batch,
-                       resident=blocks_per_sm(gpu, cfg["num_warps"], regs, shared or shared_estimate(ks, cfg)),
-                       nbytes=traffic, flops=padded_flops, in_flight=max(stages - 1, 1) * (bm + bn) * bk * isz,
-                       tensor_cores=tensor_cores, compute_efficiency=efficiency, overlap=stages > 1)
+    return template_of(ks).modeled_time(ks, body, cfg, sizes, nbytes, flops, gpu, stats.get("registers", 0),
+                                        stats.get("shared", 0))
 
 
 # --- the search -------------------------------------------------------------------------------
@@ -308,13 +188,13 @@ def tune(ks: KernelSource, body: Graph, sizes: tuple, env: dict, level: str = "d
         except (KeyError, TypeError, ValueError) as e:
             cache.warn_corrupted(cache.entry_path("tuning", key, "json"), e)
     start = time.perf_counter()
-    fixed = fixed_config(ks, sizes, interpret=False)
-    declared = space(ks, sizes, level)
+    template = template_of(ks)
+    fixed = template.fixed_config(ks, sizes, interpret=False)
     candidates, seen, dropped = [], set(), []
-    for cfg in [fixed] + declared:
-        c = _clip(ks, cfg, sizes)
+    for cfg in [fixed] + template.space(ks, sizes, level):
+        c = template.clip(ks, cfg, sizes)
         sig = json.dumps(c, sort_keys=True)
-        if sig in seen or (c.get("backend") == "aten" and ks.kind != "matmul"):
+        if sig in seen:
             continue
         seen.add(sig)
         problem = static_problem(ks, c, gpu)
@@ -324,13 +204,13 @@ def tune(ks: KernelSource, body: Graph, sizes: tuple, env: dict, level: str = "d
             candidates.append(c)
     model = {json.dumps(c, sort_keys=True): modeled_time(ks, body, c, sizes, env, gpu) for c in candidates}
     candidates.sort(key=lambda c: model[json.dumps(c, sort_keys=True)])
-    to_compile = [c for c in candidates if c.get("backend") != "aten"]
+    to_compile = [c for c in candidates if not is_aten(c)]
     if level == "max" and len(to_compile) > MAX_COMPILED:
         for c in to_compile[MAX_COMPILED:]:
             dropped.append([c, f"not among the {MAX_COMPILED} best by the cost model (not compiled)"])
         to_compile = to_compile[:MAX_COMPILED]
     stats = _compile_all(ks, to_compile, gpu.arch, jobs)
-    kept = [c for c in candidates if c.get("backend") == "aten"]
+    kept = [c for c in candidates if is_aten(c)]
     for c, s in zip(to_compile, stats):
         problem = compiled_problem(c, s, gpu)
         if problem:
@@ -379,5 +259,4 @@ def untuned(sizes: tuple, config: dict, reason: str, target: str) -> Tuning:
     return Tuning(config, bucket(sizes), ranked_by=reason, target=target)
 
 
-__all__ = ["ATEN", "LEVELS", "Tuning", "bucket", "fixed_config", "modeled_time", "space", "static_problem",
-           "target_gpu", "tune", "untuned"]
+__all__ = ["ATEN", "LEVELS", "Tuning", "bucket", "modeled_time", "static_problem", "target_gpu", "tune", "untuned"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import re
@@ -17,13 +18,13 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from . import cache
 from .frontend.decompositions import decompositions
 from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
-from .ir.graph import Graph, GraphBuilder, Node, Value
+from .ir import fuel
+from .ir.graph import Graph
 from .options import Options, make_options
-from .passes import (PIPELINE, PassRecord, fold_constants, lower_precision, narrow_storage, quantize_weights,
-                     run_passes)
+from .passes import PassRecord, build_pipeline, freeze, run_passes
 from .ir.types import TensorType
 from .runtime.plan import Plan
-from .runtime.reference import run_reference
+from .ir.reference import run_reference
 
 _graph_ids = itertools.count()
 
@@ -52,7 +53,8 @@ class CompiledGraph:
         self.cache = "miss: not looked up"
         self.compile_seconds = 0.0
         if opts.interpret or _on_gpu(graph):
-            self.plan = Plan(graph, interpret=opts.interpret, autotune=opts.autotune, sources=sources)
+            self.plan = Plan(graph, interpret=opts.interpret, autotune=opts.autotune, sources=sources,
+                             strict=opts.strict)
         else:
             _warn_no_kernels()
 
@@ -90,7 +92,7 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
         warnings.warn(f"mlc: graph {name} runs through PyTorch unchanged: {e}", stacklevel=2)
         return make_boxed_func(gm.forward)
     records: list[PassRecord] = []
-    graph = freeze_inputs(imported.graph, frozen) if frozen else imported.graph
+    graph = freeze(imported.graph, frozen) if frozen else imported.graph
     if opts.quantize and not frozen:
         why = "training graphs are never frozen" if kind != "inference" else "nothing in it was frozen"
         warnings.warn(f"mlc: quantize={opts.quantize!r} leaves graph {name} unquantized: it needs frozen "
@@ -105,8 +107,9 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
 def _compile_cached(graph: Graph, output_spec: tuple, name: str, opts: Options,
                     records: list[PassRecord]) -> CompiledGraph:
     """The passes and the plan, or both from the whole-graph cache (``mlc.cache``)."""
-    if not opts.cache or opts.dump_dir:
-        why = "cache=False" if not opts.cache else "dump_dir is set: the passes run to write their dumps"
+    if not opts.cache or opts.dump_dir or opts.fuel is not None or fuel.active():
+        why = ("cache=False" if not opts.cache else "dump_dir is set: the passes run to write their dumps"
+               if opts.dump_dir else "an optimization fuel budget is set: the passes run to spend it")
         status, key = f"miss: disabled ({why})", None
     else:
         try:
@@ -119,10 +122,14 @@ def _compile_cached(graph: Graph, output_spec: tuple, name: str, opts: Options,
                 compiled = CompiledGraph(hit.graph, hit.output_spec, hit.passes, opts, sources=hit.sources)
                 compiled.cache = status
                 return compiled
-    graph = run_passes(graph, pipeline(opts), verify_each=opts.verify, dump_dir=opts.dump_dir, log=records)
+    with fuel.budget(opts.fuel) if opts.fuel is not None else contextlib.nullcontext():
+        graph = run_passes(graph, build_pipeline(opts), verify_each=opts.verify, dump_dir=opts.dump_dir,
+                           log=records)
     compiled = CompiledGraph(graph, output_spec, records, opts)
     if key is not None:
-        sources = [launch.source for launch in compiled.plan.launches] if compiled.plan is not None else []
+        launches = compiled.plan.launches if compiled.plan is not None else []
+        # A kernel the safety net caught has no source: the entry then keeps none, and a hit generates again.
+        sources = [launch.source for launch in launches] if None not in launches else []
         problem = cache.store_graph(key, graph_key, key_options,
                                     cache.CachedGraph(graph, output_spec, records, sources))
         if problem:
@@ -131,34 +138,7 @@ def _compile_cached(graph: Graph, output_spec: tuple, name: str, opts: Options,
     return compiled
 
 
-def pipeline(opts: Options) -> list:
-    """``PIPELINE`` with the options its passes take (``fold_limit``, ``precision``, ``quantize``)."""
-    bound = {fold_constants: {"limit": opts.fold_limit}, lower_precision: {"precision": opts.precision},
-             narrow_storage: {"precision": opts.precision}, quantize_weights: {"mode": opts.quantize}}
-    return [functools.update_wrapper(functools.partial(p, **bound[p]), p) if p in bound else p for p in PIPELINE]
-
-
-# --- freezing -------------------------------------------------------------------------------
-
-
-def freeze_inputs(graph: Graph, frozen: dict[int, tuple[str, torch.Tensor]]) -> Graph:
-    """``graph`` with the inputs at ``frozen``'s positions turned into named constants."""
-    b = GraphBuilder(graph.name)
-    env: dict[Value, Value] = {}
-    for k, node in enumerate(graph.inputs):
-        if k not in frozen:
-            env[node.out] = b.input(node.name, node.types[0])
-    for k, node in enumerate(graph.inputs):
-        if k in frozen:
-            name, tensor = frozen[k]
-            env[node.out] = b.constant(name, tensor.detach(), node.types[0])
-    for node in graph.nodes:
-        if node.op == "constant":
-            env[node.out] = b.constant(node.name, graph.constants.get(node.name), node.types[0])
-            continue
-        new = b.append(Node(node.op, [env[v] for v in node.inputs], node.attrs, node.types))
-        env.update(zip(node.results, new.results))
-    return b.build(env[v] for v in graph.outputs)
+# --- freezing (the pass is mlc.passes.freeze) -----------------------------------------------
 
 
 class FrozenGraph:

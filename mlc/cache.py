@@ -30,8 +30,8 @@ import torch
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from .codegen.compile import cache_dir
-from .codegen.kernel import KernelSource
-from .codegen.kernel import _symbols as kernel_symbols
+from .codegen.source import KernelSource
+from .codegen.writer import kernel_symbols
 from .ir.graph import Graph
 from .ir.parser import parse
 from .ir.printer import print_graph
@@ -143,7 +143,7 @@ def store_json(kind: str, key: str, value) -> None:
 
 # Options that do not change what a graph compiles to: they are not part of its key.
 # (The tuning level is not either: tuning results have their own entries, per kernel.)
-OPTIONS_NOT_IN_KEY = ("dump_dir", "verify", "autotune", "cache")
+OPTIONS_NOT_IN_KEY = ("dump_dir", "verify", "autotune", "strict", "cache")
 GRAPH_FORMAT = 1
 
 
@@ -245,18 +245,17 @@ def _expr_json(e):
 
 def _source_to_json(ks: KernelSource) -> dict:
     return {"name": ks.name, "kind": ks.kind, "source": ks.source, "arg_names": ks.arg_names,
-            "signature": ks.signature, "symbols": [str(s) for s in ks.symbols], "numel": _expr_json(ks.numel),
-            "rnumel": _expr_json(ks.rnumel), "persistent": ks.persistent, "input_strided": ks.input_strided,
-            "mnk": None if ks.mnk is None else [_expr_json(d) for d in ks.mnk]}
+            "signature": ks.signature, "symbols": [str(s) for s in ks.symbols],
+            "launch": [_expr_json(d) for d in ks.launch], "params": ks.params, "input_strided": ks.input_strided,
+            "layout": ks.layout}
 
 
 def _source_from_json(d: dict, body: Graph) -> KernelSource:
     symbols = {str(s): s for s in kernel_symbols(body)}
 
     def expr(x):
-        return x if x is None or isinstance(x, int) else sympy.sympify(x, locals=symbols)
+        return x if isinstance(x, int) else sympy.sympify(x, locals=symbols)
 
     return KernelSource(d["name"], d["kind"], d["source"], list(d["arg_names"]), dict(d["signature"]),
-                        [symbols[s] for s in d["symbols"]], expr(d["numel"]), expr(d["rnumel"]), d["persistent"],
-                        [list(x) for x in d["input_strided"]],
-                        None if d["mnk"] is None else tuple(expr(x) for x in d["mnk"]))
+                        [symbols[s] for s in d["symbols"]], tuple(expr(x) for x in d["launch"]), dict(d["params"]),
+                        [list(x) for x in d["input_strided"]], list(d["layout"]))

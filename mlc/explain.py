@@ -6,280 +6,56 @@ why), every generated kernel with its Triton source, launch grid and configurati
 modeled cost of every launch on a named GPU (``cost.GPUS``) with the roof that bounds it,
 and the ops that ran through ATen. ``str(report)`` is a text summary; ``save_html`` writes
 one self-contained page with the graph drawn.
+
+The report's dataclasses, text and HTML forms are in ``mlc.report``; this module compiles
+and collects them (and re-exports them, so ``mlc.explain.Report`` and the rest still work).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 
 import torch
 
 from .backend import CompiledGraph, mlc_backend
-from .cost import GPUS, Cost, bound, count_eager, graph_cost, kernel_cost, launch_time
+from .cost import count_eager, graph_cost, kernel_cost
 from .ir.graph import Graph, Node
-from .ir.ops import OPS, Category
-from .ir.parser import parse_graphs
+from .ir.reference import bind_symbols
 from .options import make_options
-from .passes import PassRecord
+from .report import (Accuracy, GraphReport, KernelReport, Launch, Report, accuracy, format_config, format_grid,
+                     format_table, fused_ops, graph_counts, pass_counts)
 from .runtime.plan import KernelLaunch
-from .runtime.reference import bind_symbols
-
-
-@dataclass
-class KernelReport:
-    name: str
-    graph: str  # the compiled graph it belongs to
-    source: str  # the generated Triton module
-    ir: str  # the kernel's region, as IR text
-    bytes: int
-    flops: int
-    kind: str  # pointwise, reduction or matmul (the template)
-    ops: list[str]  # the ops fused into it, in order
-    grid: tuple[int, ...] | None  # program instances per axis (None: no call seen, or run through ATen)
-    config: dict  # block sizes (constexprs) and launch options (num_warps, num_stages)
-    target: str  # what ``config`` was chosen for: "interpreter" or "GPU"
-    tuning: str | None  # the autotuner's choice, when it recorded one
-    layout: list[str] = field(default_factory=list)  # operands read and results written transposed
-
-    def time(self, gpu: str = "H100") -> float:
-        """Modeled seconds of one launch on ``gpu``."""
-        return launch_time(self.bytes, self.flops, gpu)
-
-    def bound(self, gpu: str = "H100") -> str:
-        """``"memory"`` or ``"compute"``: the roof that bounds this kernel on ``gpu``."""
-        return bound(self.bytes, self.flops, gpu)
-
-
-@dataclass
-class GraphReport:
-    name: str
-    ir: str  # after the last pass
-    passes: list[PassRecord]
-    notes: list[str]  # fusion decisions, e.g. why two neighbours were not fused
-    fallbacks: list[str]  # ATen ops run through PyTorch
-    cost: Cost
-    graph: Graph  # the compiled graph itself (the HTML page draws it)
-    cache: str | None = None  # the whole-graph cache: "hit" or "miss: <why>" (CompiledGraph.cache)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One launch of a compiled graph: a generated kernel, or an op run through torch."""
-
-    name: str
-    bytes: int
-    flops: int
-    kernel: KernelReport | None  # None: a torch call (an ATen matmul, a fallback, ...)
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """How far mlc's outputs are from eager's on the example inputs (floating outputs, in fp64).
-
-    ``max_abs`` is the largest elementwise difference; ``max_rel`` that difference over the
-    largest eager magnitude of the same output (normwise, so that elements near zero do not
-    blow it up), the largest over all outputs.
-    """
-
-    max_abs: float
-    max_rel: float
-    outputs: int  # floating tensors compared
-
-    def __str__(self) -> str:
-        return f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} over {self.outputs} output(s)"
-
-
-def accuracy(actual, expected) -> Accuracy:
-    pairs = [(a, e) for a, e in zip(torch.utils._pytree.tree_leaves(actual), torch.utils._pytree.tree_leaves(expected))
-             if isinstance(e, torch.Tensor) and e.is_floating_point() and e.numel()]
-    max_abs = max_rel = 0.0
-    for a, e in pairs:
-        diff = (a.detach().double() - e.detach().double()).abs().max().item()
-        scale = e.detach().double().abs().max().item()
-        max_abs = max(max_abs, diff)
-        max_rel = max(max_rel, diff / scale if scale else (0.0 if diff == 0 else float("inf")))
-    return Accuracy(max_abs, max_rel, len(pairs))
-
-
-@dataclass
-class Report:
-    """The story of one compile. ``str(report)`` is a readable summary."""
-
-    graphs: list[GraphReport]
-    kernels: list[KernelReport]
-    eager: Cost
-    notes: list[str] = field(default_factory=list)
-    accuracy: Accuracy | None = None  # the compiled outputs against eager's, on the example inputs
-
-    @property
-    def launches(self) -> int:
-        return sum(g.cost.launches for g in self.graphs)
-
-    @property
-    def bytes(self) -> int:
-        return sum(g.cost.bytes for g in self.graphs)
-
-    @property
-    def flops(self) -> int:
-        return sum(g.cost.flops for g in self.graphs)
-
-    @property
-    def passes(self) -> list[PassRecord]:
-        return [p for g in self.graphs for p in g.passes]
-
-    @property
-    def fallbacks(self) -> list[str]:
-        return [f for g in self.graphs for f in g.fallbacks]
-
-    def time(self, gpu: str = "H100") -> float:
-        """mlc's modeled seconds for one call on ``gpu`` (all graphs)."""
-        return sum(g.cost.time(gpu) for g in self.graphs)
-
-    def kernels_of(self, graph: GraphReport) -> list[KernelReport]:
-        return [k for k in self.kernels if k.graph == graph.name]
-
-    def launches_of(self, graph: GraphReport) -> list[Launch]:
-        """``graph``'s launches in order, each kernel with its report."""
-        kernels = iter(self.kernels_of(graph))
-        pending = next(kernels, None)
-        out = []
-        for name, nbytes, flops in graph.cost.items:
-            # graph_cost lists kernels in node order, as explain() collects them.
-            kernel = pending if pending is not None and pending.name == name else None
-            if kernel is not None:
-                pending = next(kernels, None)
-            out.append(Launch(name, nbytes, flops, kernel))
-        return out
-
-    def fusions(self, graph: GraphReport) -> list[str]:
-        """One line per kernel of ``graph``: the ops it fused."""
-        return [f"{k.name}: {' + '.join(k.ops)}" for k in self.kernels_of(graph)]
-
-    def summary_rows(self) -> list[tuple[str, int, int, int, list[float]]]:
-        """(name, launches, bytes, flops, [modeled seconds per GPU in GPUS]) for mlc and eager."""
-        return [("mlc", self.launches, self.bytes, self.flops, [self.time(g) for g in GPUS]),
-                ("eager", self.eager.launches, self.eager.bytes, self.eager.flops, [self.eager.time(g) for g in GPUS])]
-
-    def text(self, gpu: str = "H100") -> str:
-        """The text summary, with per-launch times and roofs on ``gpu``."""
-        lines = [f"mlc: {len(self.graphs)} graph(s), {len(self.kernels)} generated kernel(s), "
-                 f"{len(set(self.fallbacks))} fallback op(s)", ""]
-        lines += format_table(["", "launches", "MB moved", "GFLOP", *(f"{g} us" for g in GPUS)],
-                              [[name, n, f"{b / 1e6:.3f}", f"{f / 1e9:.4f}", *(f"{s * 1e6:.1f}" for s in secs)]
-                               for name, n, b, f, secs in self.summary_rows()])
-        if self.accuracy is not None:
-            lines += ["", f"error against eager: {self.accuracy}"]
-        for g in self.graphs:
-            cache = getattr(g, "cache", None)
-            lines += ["", f"graph {g.name}" + (f" (cache: {cache})" if cache is not None else "")]
-            lines += ["  " + ln for ln in format_table(
-                ["pass", "ms", "nodes", "kernels"],
-                [[p.name, f"{p.ms:.1f}", *pass_counts(p)] for p in g.passes])] if g.passes else ["  no passes ran"]
-            lines.append("")
-            lines += ["  " + ln for ln in format_table(
-                ["launch", "grid", "MB", "GFLOP", f"{gpu} us", "bound", "config"],
-                [_launch_row(x, gpu) for x in self.launches_of(g)], left=2)]
-            kernels = self.kernels_of(g)
-            if {k.target for k in kernels} == {"interpreter"}:
-                lines.append("  (grids and configs are those of Triton's interpreter: few, large programs)")
-            tuned = [k for k in kernels if k.tuning is not None]
-            if tuned:  # prose, not a column: the autotuner explains its choice
-                lines += ["", "  tuning:"] + [f"    {k.name}: {k.tuning}" for k in tuned]
-            lines += [""] + [f"  fused: {ln}" for ln in self.fusions(g)]
-            lines += [f"  layout: {k.name}: {note}" for k in kernels for note in k.layout]
-            lines += [f"  {n}" for n in g.notes]
-            if g.fallbacks:
-                lines.append("  runs through ATen: " + ", ".join(sorted(set(g.fallbacks))))
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.text()
-
-    def save_html(self, path, gpu: str = "H100") -> None:
-        """Write the report as one self-contained HTML page (no scripts, no external files)."""
-        from .report_html import render
-
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(render(self, gpu))
-
-
-def _launch_row(x: Launch, gpu: str) -> list:
-    k = x.kernel
-    return [x.name, "-" if k is None or k.grid is None else format_grid(k.grid),
-            f"{x.bytes / 1e6:.3f}", f"{x.flops / 1e9:.4f}",
-            f"{launch_time(x.bytes, x.flops, gpu) * 1e6:.1f}", bound(x.bytes, x.flops, gpu),
-            "-" if k is None else format_config(k.config)]
-
-
-def format_grid(grid: tuple[int, ...]) -> str:
-    """``4x2``: program instances along each grid axis."""
-    return "x".join(map(str, grid))
-
-
-def format_config(config: dict) -> str:
-    """``XBLOCK=8 RBLOCK=32 num_warps=4``."""
-    return " ".join(f"{k}={v}" for k, v in config.items()) or "-"
-
-
-def format_table(headers: list[str], rows: list[list], left: int = 1) -> list[str]:
-    """Lines of a plain-text table: numbers right-aligned, text (the first column, and the
-    last ``left - 1`` columns) left-aligned."""
-    cells = [list(map(str, headers))] + [list(map(str, r)) for r in rows]
-    n = len(headers)
-    widths = [max(len(r[i]) for r in cells) for i in range(n)]
-    text = {0} | set(range(n - left + 1, n))
-    return ["  ".join(c.ljust(w) if i in text else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in cells]
-
-
-def graph_counts(graph: Graph) -> tuple[int, int]:
-    """(nodes, kernels) at the top level of ``graph``; a kernel's body counts as its one node."""
-    return len(graph.nodes), graph.count("kernel")
-
-
-@functools.lru_cache(maxsize=256)
-def _ir_counts(ir: str) -> tuple[int, int]:
-    nodes = kernels = 0
-    for g in parse_graphs(ir):
-        n, k = graph_counts(g)
-        nodes, kernels = nodes + n, kernels + k
-    return nodes, kernels
-
-
-def pass_counts(record: PassRecord) -> tuple[int, int]:
-    """(nodes, kernels) of the IR a pass left."""
-    return _ir_counts(record.ir)
-
-
-def fused_ops(body: Graph) -> list[str]:
-    """The ops a kernel's body computes, in order; views, constants and fills are left out (see its IR)."""
-    return [n.op for n in body.nodes if OPS[n.op].category not in _NOT_COMPUTE]
-
-
-_NOT_COMPUTE = (Category.SOURCE, Category.VIEW, Category.CREATION, Category.SYM)
 
 
 def _grid(launch: KernelLaunch, env: dict) -> tuple[tuple[int, ...] | None, dict]:
     """The grid and the configuration ``launch`` uses for the sizes in ``env``, as its ``__call__`` does
     (no grid when the autotuner chose to run a matmul kernel through ATen)."""
-    _, sizes, _ = launch._sizes(env)
-    meta, options = launch._config(sizes)
+    _, sizes, _ = launch.call_sizes(env)
+    meta, options = launch.config(sizes)
     return launch.grid(sizes, meta), {**meta, **options}
 
 
-def _kernel_report(node: Node, graph: str, launch: KernelLaunch | None, env: dict) -> KernelReport:
+def _kernel_report(node: Node, graph: str, launch: KernelLaunch | None, env: dict,
+                   failure: str | None = None) -> KernelReport:
+    """A kernel's report. ``launch`` is the plan's (None when no plan ran kernels, or the kernel
+    could not be built); ``failure`` what the plan's safety net caught for it."""
     body: Graph = node.attrs["body"]
     nbytes, flops = kernel_cost(node, env)
-    if launch is None:  # nothing ran kernels (the reference executor): what a GPU would launch
-        launch = KernelLaunch(body, interpret=False)
+    if launch is None and failure is None:  # nothing ran kernels (the reference executor): what a GPU would launch
+        try:
+            launch = KernelLaunch(body, interpret=False)
+        except Exception as e:  # noqa: BLE001 - a report describes a kernel that cannot be built, it does not fail
+            failure = f"could not be generated or loaded: {type(e).__name__}: {e}"
+    if launch is None:
+        return KernelReport(body.name, graph, "", str(body), nbytes, flops, "-", fused_ops(body), None, {}, "-",
+                            None, fallback=failure)
     grid, config = _grid(launch, env) if all(s in env for s in launch.symbols) else (None, {})
     if launch.interpret:  # the interpreter ignores warps and stages; the plan passes none
         config = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
     tuning = getattr(launch, "tuning", None)
     return KernelReport(body.name, graph, launch.source.source, str(body), nbytes, flops, launch.source.kind,
                         fused_ops(body), grid, config, "interpreter" if launch.interpret else "GPU",
-                        None if tuning is None else str(tuning), launch.source.layout)
+                        None if tuning is None else str(tuning), launch.source.layout, failure)
 
 
 def explain(fn, *example_inputs, **options) -> Report:
@@ -312,12 +88,16 @@ def explain(fn, *example_inputs, **options) -> Report:
         cg.record, cg.last_args = False, None
         g = cg.graph
         launches = iter(cg.plan.launches if cg.plan is not None else [])
-        for node in g.nodes:
-            if node.op == "kernel":
-                kernels.append(_kernel_report(node, g.name, next(launches, None), env))
+        failures = cg.plan.failures if cg.plan is not None else {}
+        for k, node in enumerate(n for n in g.nodes if n.op == "kernel"):
+            kernels.append(_kernel_report(node, g.name, next(launches, None), env, failures.get(k)))
         fallbacks = [n.attrs["target"] for n in g.nodes if n.op == "aten"]
         graphs.append(GraphReport(g.name, str(g), cg.passes, list(g.notes), fallbacks, graph_cost(g, env), g,
                                   cg.cache))
     with torch.no_grad():
         expected = fn(*example_inputs)
     return Report(graphs, kernels, count_eager(fn, *example_inputs), accuracy=accuracy(actual, expected))
+
+
+__all__ = ["Accuracy", "GraphReport", "KernelReport", "Launch", "Report", "accuracy", "explain", "format_config",
+           "format_grid", "format_table", "fused_ops", "graph_counts", "pass_counts"]

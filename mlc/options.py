@@ -1,95 +1,66 @@
 """Compile options: what ``torch.compile(..., backend="mlc", options={...})`` accepts.
 
-Each option is declared once here, with its default, the environment variable that can
-set it, and its documentation (the README's options table is generated from ``OPTIONS``).
+Each option is declared once: the options passes take (``fold_limit``, ``precision``,
+``quantize``) where the pass is defined (``mlc.passes.PASS_OPTIONS``), the others here; this
+file adds the environment variable that can set each. The README's options table is
+``options_markdown()``, and ``mlc options`` prints ``options_text()``.
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass, fields, replace
-from typing import Callable
 
-from .passes.lower_precision import PRECISIONS
-from .passes.quantize_weights import QUANTIZE_MODES
+from .passes import PASS_OPTIONS, PassOption
 
 
 @dataclass(frozen=True)
-class Option:
-    name: str
-    default: object
-    env: str | None
-    doc: str
-    types: tuple[type, ...] = ()  # what a value may be, if not just the default's type (bool)
-    check: Callable[[object], str | None] | None = None  # what is wrong with a value (None: nothing)
-    parse: Callable[[str], object] | None = None  # how the environment variable's text becomes a value
+class Option(PassOption):
+    """A compile option: declared as a pass option is, plus the environment variable that sets it."""
+
+    env: str | None = None
 
 
-def _one_of(value, valid) -> str | None:
-    return None if value in valid else "must be one of " + ", ".join(map(repr, valid))
-
-
-def _non_negative(value) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a number >= 0"
+def _of_pass(name: str, env: str) -> Option:
+    declared = PASS_OPTIONS[name]
+    return Option(**{f.name: getattr(declared, f.name) for f in fields(PassOption)}, env=env)
 
 
 OPTIONS = [
-    Option("dump_dir", None, "MLC_DUMP_DIR",
-           "directory to write the IR after each pass into, one file per pass, headed by its name and time",
-           types=(str, os.PathLike, type(None))),
-    Option("verify", False, "MLC_VERIFY",
-           "run the IR verifier after every pass (the test suite turns this on)"),
-    Option("interpret", False, "MLC_INTERPRET",
-           "run generated kernels on CPU tensors in Triton's interpreter; without it, CPU graphs run "
-           "op by op through torch (with a warning), since Triton kernels need a GPU"),
-    Option("freeze", True, "MLC_FREEZE",
-           "in inference graphs, treat parameters and buffers as constants, so that constant folding does "
-           "their transposes, casts, scalings and concatenations once at compile time. An inference graph "
-           "is one AOT autograd compiles for a call where no gradient is needed: under torch.no_grad() or "
-           "torch.inference_mode(), or when no input and no parameter requires grad; training graphs never "
-           "freeze. Buffers the graph writes (BatchNorm's running statistics in train mode) and inference "
-           "tensors stay inputs. A frozen graph checks on every call that each frozen input is the same "
-           "tensor object with the same version counter (in-place updates such as p.add_() or an optimizer "
-           "step bump it); when one is not, it compiles the graph again with the current values, so a "
-           "changed parameter never gives a stale result"),
-    Option("fold_limit", 2.0, "MLC_FOLD_LIMIT",
-           "constant folding replaces a node computed from constants alone by a constant tensor only if "
-           "that tensor has at most fold_limit times the elements of the constant tensors it is computed "
-           "from, where full and arange count as one element: weight transposes, casts and q/k/v "
-           "concatenations fold, but broadcasts and arange-like expansions (a causal mask) stay computed "
-           "in the kernel that reads them. A result that holds one number everywhere becomes a full, "
-           "whatever its size. 0 turns folding off",
-           types=(int, float), check=_non_negative, parse=float),
-    Option("precision", "default", "MLC_PRECISION",
-           "the type matmuls multiply in and tensors between kernels are stored in. \"default\" keeps the "
-           "model's dtypes; \"tf32\" multiplies fp32 matmul operands as tf32 (fp32 accumulation); \"bf16\" "
-           "and \"fp16\" multiply fp32 matmul operands in that type with fp32 accumulation, and store fp32 "
-           "tensors that pass between kernels in it. In every mode arithmetic runs in fp32 registers, "
-           "reductions accumulate in fp32, every cast happens inside a kernel, frozen weights are cast once "
-           "at compile time, and graph inputs and outputs keep their dtypes. Tolerances against fp32 eager "
-           "are in the README",
-           types=(str,), check=lambda v: _one_of(v, PRECISIONS)),
-    Option("quantize", None, "MLC_QUANTIZE",
-           "\"int8-weight\": frozen matmul weights are stored as int8 with one fp32 scale per output "
-           "channel, computed at compile time and applied in the matmul kernel's epilogue (the weight is "
-           "read as one byte per element). Needs frozen weights: training graphs and freeze=False are "
-           "left unquantized, with a warning. None: off",
-           types=(str, type(None)), check=lambda v: _one_of(v, (None, *QUANTIZE_MODES))),
-    Option("autotune", "auto", "MLC_AUTOTUNE",
-           "launch configs per kernel and shape bucket (sizes rounded up to powers of two), for the GPU "
-           "target (the GPU present, else an H100). \"off\": fixed rules. \"default\": a few configs per "
-           "template, pruned by shared memory, ptxas register spills and occupancy, then ranked by timing "
-           "on a GPU or by the cost model without one (seconds per kernel, cached on disk). \"max\": a "
-           "large space (tile shapes, warps, stages, group sizes, ATen for matmuls). \"auto\": \"default\" "
-           "for kernels launched on a GPU, \"off\" in the interpreter. With interpret=True launches always "
-           "use the interpreter's large blocks; \"default\"/\"max\" still tune GPU configs, for explain "
-           "and the cache. MLC_PROGRESS=0 silences the progress bar",
-           types=(str,), check=lambda v: _one_of(v, ("auto", "off", "default", "max"))),
-    Option("cache", True, "MLC_CACHE",
-           "reuse whole compiled graphs from the persistent cache in MLC_CACHE_DIR (default ~/.cache/mlc): "
-           "the same graph, constants, options and mlc/torch/Triton versions skip the passes and code "
-           "generation. Kernel modules, ptxas results and tuning results are cached whatever this says"),
+    Option("dump_dir", (str, os.PathLike, type(None)), None,
+           "write the IR after each pass into this directory, one file per pass (`<graph>.<NN>.<pass>.mlc`), "
+           "headed by the pass name and its time", env="MLC_DUMP_DIR"),
+    Option("verify", bool, False, "run the IR verifier after every pass (the tests do)", env="MLC_VERIFY"),
+    Option("interpret", bool, False, "run generated kernels on CPU tensors in Triton's interpreter",
+           env="MLC_INTERPRET"),
+    Option("freeze", bool, True,
+           "in inference graphs (under `no_grad`/`inference_mode`, or when nothing requires grad) parameters and "
+           "buffers become constants, so weight transposes, casts, scalings and q/k/v concatenations are folded "
+           "once at compile time; buffers the graph writes stay inputs; training graphs never freeze",
+           env="MLC_FREEZE"),
+    _of_pass("fold_limit", env="MLC_FOLD_LIMIT"),
+    _of_pass("precision", env="MLC_PRECISION"),
+    _of_pass("quantize", env="MLC_QUANTIZE"),
+    Option("autotune", str, "auto",
+           "launch configs per kernel and shape bucket for the GPU target: `\"off\"` fixed rules; `\"default\"` a few "
+           "configs per template, pruned (shared memory, ptxas spills, occupancy) and ranked (timing on a GPU, the "
+           "cost model without one), about a second per kernel, cached; `\"max\"` a large space; `\"auto\"` is "
+           "`\"default\"` on a GPU and `\"off\"` in the interpreter; see "
+           "[Caching and autotuning](#caching-and-autotuning)",
+           choices=("auto", "off", "default", "max"), env="MLC_AUTOTUNE"),
+    Option("strict", bool, False,
+           "let a kernel that fails to generate, compile or launch raise its error; by default (the safety net) "
+           "its region runs through the reference executor instead, with a warning naming the kernel, and "
+           "`mlc.explain` lists it as a `fallback`. The test suite runs strict", env="MLC_STRICT"),
+    Option("fuel", (int, type(None)), None,
+           "let only the first N optimization decisions of each compiled graph happen (each fusion merge, "
+           "simplify rule, fold, CSE merge, precision or storage change counts one; the rest are refused), "
+           "to find the one that makes a result wrong: `mlc bisect` searches N for you. `None`: no limit",
+           env="MLC_FUEL"),
+    Option("cache", bool, True,
+           "reuse whole compiled graphs from `$MLC_CACHE_DIR` (same graph, constants, options and mlc/torch/Triton "
+           "versions: no passes, no code generation)", env="MLC_CACHE"),
 ]
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -97,14 +68,18 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 
 @dataclass(frozen=True)
 class Options:
+    """Every option's value, as ``make_options`` fills them in (defaults: ``OPTIONS``)."""
+
     dump_dir: str | None = None
     verify: bool = False
     interpret: bool = False
     freeze: bool = True
-    fold_limit: float = 2.0
-    precision: str = "default"
-    quantize: str | None = None
+    fold_limit: float = PASS_OPTIONS["fold_limit"].default
+    precision: str = PASS_OPTIONS["precision"].default
+    quantize: str | None = PASS_OPTIONS["quantize"].default
     autotune: str = "auto"
+    strict: bool = False
+    fuel: int | None = None
     cache: bool = True
     mode: str = "default"
 
@@ -116,13 +91,21 @@ def _from_env(opt: Option):
     if isinstance(opt.default, bool):
         return raw.lower() not in ("0", "false", "no", "off")
     value = raw
-    if opt.parse is not None:
+    if int in opt.types and float not in opt.types and raw.lower() != "none":
         try:
-            value = opt.parse(raw)
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{opt.env}={raw!r} is not a valid value for mlc option '{opt.name}' "
+                             f"(an integer)") from None
+    elif raw.lower() == "none" and type(None) in opt.types:
+        value = None
+    elif float in opt.types:
+        try:
+            value = float(raw)
         except ValueError:
             raise ValueError(f"{opt.env}={raw!r} is not a valid value for mlc option '{opt.name}'") from None
-    if opt.check is not None and opt.check(value):
-        raise ValueError(f"{opt.env}={raw!r}: mlc option '{opt.name}' {opt.check(value)}")
+    if opt.problem(value):
+        raise ValueError(f"{opt.env}={raw!r}: mlc option '{opt.name}' {opt.problem(value)}")
     return value
 
 
@@ -138,19 +121,35 @@ def make_options(mode: str | None = None, options: dict | None = None) -> Option
         raise ValueError(f"unknown mlc option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(known)}")
     values = {o.name: _from_env(o) for o in OPTIONS}
     for name, value in options.items():
-        default = known[name].default
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"mlc option '{name}' must be True or False, got {value!r}")
         # Checked here, or a bad value fails deep inside a compile with no option named.
-        types = known[name].types
-        if types and not isinstance(value, types):
-            names = ", ".join("None" if t is type(None) else t.__name__ for t in types)
-            raise ValueError(f"mlc option '{name}' must be one of the types {names}; got {value!r}")
-        problem = known[name].check(value) if known[name].check is not None else None
+        problem = known[name].problem(value)
         if problem:
             raise ValueError(f"mlc option '{name}' {problem}, got {value!r}")
         values[name] = value
     return replace(Options(), mode=mode, **values)
 
 
-assert {f.name for f in fields(Options)} == {o.name for o in OPTIONS} | {"mode"}
+def _default(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def options_markdown() -> str:
+    """The README's options table (``python -m mlc options --markdown``)."""
+    lines = ["| option | default | environment | what it does |", "|---|---|---|---|"]
+    lines += [f"| `{o.name}` | `{_default(o.default)}` | `{o.env}` | {o.doc} |" for o in OPTIONS]
+    return "\n".join(lines) + "\n"
+
+
+def options_text() -> str:
+    """Every option with its values, default, environment variable and doc (``mlc options``)."""
+    lines = []
+    for o in OPTIONS:
+        lines.append(f"{o.name}: {o.describe()}; default {_default(o.default)}; environment {o.env}")
+        lines += textwrap.wrap(o.doc, 96, initial_indent="    ", subsequent_indent="    ")
+    lines.append("mode (torch.compile's own argument, not an option): one of " + ", ".join(map(repr, MODES)))
+    lines.append("    all compiled the same way today")
+    return "\n".join(lines) + "\n"
+
+
+assert [f.name for f in fields(Options)] == [o.name for o in OPTIONS] + ["mode"]
+assert all(getattr(Options(), o.name) == o.default for o in OPTIONS), "Options' defaults are OPTIONS'"

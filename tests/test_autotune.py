@@ -14,11 +14,11 @@ import triton.testing
 import mlc
 from mlc import autotune, cache
 from mlc.codegen import aot
-from mlc.codegen.kernel import generate
+from mlc.codegen.templates import generate, template_of
 from mlc.cost import GPUS, config_time
 from mlc.ir import parse
 from mlc.runtime.plan import KernelLaunch
-from mlc.runtime.reference import run_reference
+from mlc.ir.reference import run_reference
 
 MATMUL = """
 graph @mm(%a: f16[s0,256], %b: f16[256,128], %c: f16[128]) {
@@ -69,13 +69,13 @@ def test_shared_memory_over_the_limit_is_pruned():
     gpu = GPUS["A100"]
     big = {"BLOCK_SIZE_M": 256, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 8, "num_warps": 8,
            "num_stages": 4}
-    assert autotune.shared_estimate(ks, big) == 4 * (256 * 128 + 128 * 256) * 2
+    assert template_of(ks).shared_bytes(ks, big) == 4 * (256 * 128 + 128 * 256) * 2
     assert "shared memory" in autotune.static_problem(ks, big, gpu)
     small = dict(big, BLOCK_SIZE_M=64, BLOCK_SIZE_N=64, BLOCK_SIZE_K=32, num_stages=3, num_warps=4)
     assert autotune.static_problem(ks, small, gpu) is None
     # The max space declares such configs; the search never compiles them.
-    declared = autotune.space(ks, (4096, 128, 256, 1), "max")
-    assert any(autotune.shared_estimate(ks, c) > gpu.max_shared for c in declared)
+    declared = template_of(ks).space(ks, (4096, 128, 256, 1), "max")
+    assert any(template_of(ks).shared_bytes(ks, c) > gpu.max_shared for c in declared)
 
 
 def test_spilling_config_is_pruned_by_ptxas(fresh_cache):
@@ -109,7 +109,7 @@ def test_cpu_tuning_ranks_by_cost_model_and_never_times(fresh_cache, no_gpu_timi
     body = body_of(POINTWISE)
     launch = KernelLaunch(body, interpret=False, autotune="default")
     (s0,) = launch.symbols
-    meta, options = launch._config((300_000, 1), {s0: 300_000})
+    meta, options = launch.config((300_000,), {s0: 300_000})
     t = launch.tuning
     assert t.ranked_by == "cost model" and not t.from_cache
     assert 1 <= t.kept <= t.declared and t.compiled >= t.kept
@@ -117,20 +117,20 @@ def test_cpu_tuning_ranks_by_cost_model_and_never_times(fresh_cache, no_gpu_timi
     assert t.config not in [c for c, _ in t.dropped]
     assert f"{t.kept}/{t.declared} configs kept after pruning" in str(t)
     # Another size in the same bucket is not searched again; a new process reads the cache.
-    launch._config((280_000, 1), {s0: 280_000})
-    assert launch.tunings[autotune.bucket((280_000, 1))] is t
+    launch.config((280_000,), {s0: 280_000})
+    assert launch.tunings[autotune.bucket((280_000,))] is t
     monkeypatch.setattr(aot, "compile_for_gpu", lambda *a, **k: pytest.fail("compiled again"))
     again = KernelLaunch(body, interpret=False, autotune="default")
-    again._config((300_000, 1), {s0: 300_000})
+    again.config((300_000,), {s0: 300_000})
     assert again.tuning.from_cache and again.tuning.config == t.config
 
 
 def test_matmul_search_space_and_aten_choice():
     ks = generate(body_of(MATMUL))
-    space = autotune.space(ks, (512, 128, 256, 1), "default")
+    space = template_of(ks).space(ks, (512, 128, 256, 1), "default")
     assert autotune.ATEN in space
     assert all({"BLOCK_SIZE_M", "num_stages", "GROUP_SIZE_M"} <= set(c) for c in space if c != autotune.ATEN)
-    assert len(autotune.space(ks, (512, 128, 256, 1), "max")) > 10 * len(space)
+    assert len(template_of(ks).space(ks, (512, 128, 256, 1), "max")) > 10 * len(space)
 
 
 def test_aten_config_runs_the_region_through_torch():
@@ -179,7 +179,7 @@ def test_interpret_launches_keep_interpreter_blocks(fresh_cache, no_gpu_timing):
     torch.testing.assert_close(compiled(x, y), f(x, y))
     (launch,) = seen[-1].plan.launches
     assert launch.tuning.ranked_by.startswith("skipped: interpret=True")
-    assert launch.configs[(3000, 1)][0] == {"BLOCK_SIZE": 4096}  # one program: the interpreter's rule
+    assert launch.configs[(3000,)][0] == {"BLOCK_SIZE": 4096}  # one program: the interpreter's rule
 
 
 def test_explicit_level_in_interpreter_tunes_for_the_gpu_but_launches_large_blocks(fresh_cache, no_gpu_timing):
@@ -195,7 +195,7 @@ def test_explicit_level_in_interpreter_tunes_for_the_gpu_but_launches_large_bloc
     torch._dynamo.reset()
     (launch,) = seen[-1].plan.launches
     assert launch.tuning.ranked_by == "cost model" and launch.tuning.target == "H100"
-    assert launch.configs[(3000, 1)][0] == {"BLOCK_SIZE": 4096}
+    assert launch.configs[(3000,)][0] == {"BLOCK_SIZE": 4096}
     assert launch.tuning.config["BLOCK_SIZE"] <= 4096 and "num_warps" in launch.tuning.config
 
 
@@ -209,10 +209,10 @@ def test_corrupted_tuning_entry_is_ignored_and_rewritten(fresh_cache, no_gpu_tim
     body = body_of(POINTWISE)
     ks = generate(body)
     (s0,) = ks.symbols
-    first = autotune.tune(ks, body, (5000, 1), {s0: 5000}, "default")
+    first = autotune.tune(ks, body, (5000,), {s0: 5000}, "default")
     (path,) = (fresh_cache / "tuning").rglob("*.json")
     path.write_text('{"config": {"BLOCK_')
     with pytest.warns(UserWarning, match="unreadable cache entry"):
-        again = autotune.tune(ks, body, (5000, 1), {s0: 5000}, "default")
+        again = autotune.tune(ks, body, (5000,), {s0: 5000}, "default")
     assert not again.from_cache and again.config == first.config
     assert cache.load_json("tuning", path.stem)[0]["config"] == first.config

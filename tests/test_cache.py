@@ -13,7 +13,7 @@ import mlc
 from mlc import cache
 from mlc.backend import mlc_backend
 from mlc.codegen.compile import write_module
-from mlc.codegen.kernel import generate
+from mlc.codegen.templates import generate
 from mlc.ir import parse
 
 

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from mlc.__main__ import main, ops_markdown
+from mlc.options import OPTIONS, options_markdown
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -12,6 +13,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_docs_ops_md_is_generated_from_the_op_table():
     assert (ROOT / "docs" / "ops.md").read_text() == ops_markdown(), \
         "docs/ops.md is stale: run `python -m mlc ops --markdown > docs/ops.md`"
+
+
+def test_readme_options_table_is_generated_from_the_declarations():
+    assert options_markdown() in (ROOT / "README.md").read_text(), \
+        "README.md's options table is stale: replace it with `python -m mlc options --markdown`"
+
+
+def test_options_lists_every_option_with_its_values_default_and_environment(capsys):
+    assert main(["options"]) == 0
+    out = capsys.readouterr().out
+    assert "precision: one of 'default', 'tf32', 'bf16', 'fp16'; default \"default\"; environment MLC_PRECISION" in out
+    assert "fold_limit: a number >= 0; default 2.0; environment MLC_FOLD_LIMIT" in out
+    assert all(f"{o.name}: " in out and o.env in out for o in OPTIONS)
+    assert main(["options", "--markdown"]) == 0
+    assert capsys.readouterr().out == options_markdown()
 
 
 def test_ops_lists_every_op(capsys):
@@ -30,6 +46,22 @@ def test_opt_runs_passes_and_prints_ir(tmp_path, capsys):
     assert "neg(%x)" in out and "exp" not in out
 
 
+MATMUL_IR = "graph @g(%x: f32[4,8], %w: f32[8,4]) {\n  %0 = mm(%x, %w) : f32[4,4]\n  return %0\n}\n"
+
+
+def test_opt_passes_take_options(tmp_path, capsys):
+    f = tmp_path / "g.mlc"
+    f.write_text(MATMUL_IR)
+    assert main(["opt", str(f), "--passes", "lower_precision{precision=bf16},fuse"]) == 0
+    out = capsys.readouterr().out
+    assert "convert(%x) {dtype=bf16}" in out and "kernel @fused_convert_mm(" in out
+    # Quoted values, spaces, and an option at its default: nothing changes.
+    assert main(["opt", str(f), "--passes", "lower_precision{ precision='default' }, fold_constants{fold_limit=0}"]) == 0
+    assert capsys.readouterr().out.strip() == MATMUL_IR.strip()
+    assert main(["opt", str(f), "--passes", "lower_precision"]) == 0  # the default: nothing to lower
+    assert "convert" not in capsys.readouterr().out
+
+
 def _opt_error(args, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlc", "opt", *args], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
@@ -45,6 +77,26 @@ def test_opt_errors_are_one_line_with_exit_code_2(tmp_path):
     good = tmp_path / "good.mlc"
     good.write_text("graph @g(%x: f32[4]) {\n  return %x\n}\n")
     assert "unknown pass nope" in _opt_error([str(good), "--passes", "nope"], tmp_path)
+
+
+@pytest.mark.parametrize("passes, message", [
+    ("lower_precision{precison=bf16}", "mlc opt: pass lower_precision has no option 'precison'; its options: "
+                                       "precision (one of 'default', 'tf32', 'bf16', 'fp16')"),
+    ("lower_precision{precision=int4}", "mlc opt: pass lower_precision: option precision must be one of "
+                                        "'default', 'tf32', 'bf16', 'fp16', got 'int4'"),
+    ("fold_constants{fold_limit=lots}", "mlc opt: pass fold_constants: option fold_limit must be a number >= 0, "
+                                        "not 'lots'"),
+    ("fold_constants{fold_limit=-1}", "mlc opt: pass fold_constants: option fold_limit must be a number >= 0, "
+                                      "got -1.0"),
+    ("quantize_weights{quantize=int4}", "must be one of None, 'int8-weight', got 'int4'"),
+    ("fuse{depth=2}", "mlc opt: pass fuse has no option 'depth'; it takes none"),
+    ("fuse{", "mlc opt: cannot read --passes 'fuse{' from character 1"),
+    ("lower_precision{precision}", "expected key=value items separated by spaces"),
+])
+def test_opt_option_errors_are_one_line_with_exit_code_2(tmp_path, capsys, passes, message):
+    f = tmp_path / "g.mlc"
+    f.write_text(MATMUL_IR)
+    assert message in _error(capsys, ["opt", str(f), "--passes", passes])
 
 
 # --- mlc explain and mlc dump ---------------------------------------------------------------

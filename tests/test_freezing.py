@@ -3,8 +3,10 @@ and never serve stale weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
+import textwrap
 
 import pytest
 import torch
@@ -50,6 +52,36 @@ class Compiles:
         self.graphs: list = []
         self.backend = functools.partial(mlc.mlc_backend, options={"verify": True, **options},
                                          _on_compile=lambda imported, compiled: self.graphs.append(compiled))
+
+
+def test_freeze_pass_turns_inputs_into_named_constants():
+    from mlc.ir import parse, verify
+    from mlc.passes import freeze
+    from tests.irtext import assert_ir
+
+    graph = parse(textwrap.dedent("""
+        graph @f(%x: f32[4,8], %w: f32[8,4], %b: f32[4]) {
+          %c = constant : f32[4]
+          %y = mm(%x, %w) : f32[4,4]
+          %z = add(%y, %b) : f32[4,4]
+          %o = add(%z, %c) : f32[4,4]
+          return %o
+        }"""))
+    graph = dataclasses.replace(graph, constants={"c": torch.randn(4)})
+    w, b = torch.randn(8, 4, requires_grad=True), torch.randn(4)
+    frozen = verify(freeze(verify(graph), {1: ("fc.weight", w), 2: ("fc.bias", b)}))
+    assert_ir(str(frozen), """
+        graph @f(%x: f32[4,8]) {
+          %fc.weight = constant : f32[8,4]
+          %fc.bias = constant : f32[4]
+          %c = constant : f32[4]
+          %y = mm(%x, %fc.weight) : f32[4,4]
+          %z = add(%y, %fc.bias) : f32[4,4]
+          %o = add(%z, %c) : f32[4,4]
+          return %o
+        }""")
+    # Held by reference (detached: folding must not record autograd history on a parameter).
+    assert frozen.constants["fc.weight"].data_ptr() == w.data_ptr() and not frozen.constants["fc.weight"].requires_grad
 
 
 def test_frozen_model_has_fewer_nodes_and_kernels():

@@ -32,7 +32,7 @@ from mlc.ir import (
     verify,
 )
 from mlc.ir.ops import REQUIRED, complete_attrs
-from mlc.runtime.reference import bind_symbols, example_inputs, run_reference
+from mlc.ir.reference import bind_symbols, example_inputs, run_reference
 
 
 def sym(name: str) -> sympy.Symbol:

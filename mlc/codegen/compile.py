@@ -19,7 +19,7 @@ import warnings
 import sympy
 import triton
 
-from .kernel import KernelSource
+from .source import KernelSource
 
 
 def cache_dir() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sympy
 
 from ..ir.types import Dim
+from .source import CodegenError
 
 
 def size(d: Dim) -> str:
@@ -40,8 +41,6 @@ def _code(e: sympy.Expr) -> str:
         for a in e.args[1:]:
             out = f"{fn}({out}, {_code(a)})"
         return out
-    from .kernel import CodegenError
-
     raise CodegenError(f"no Triton code for the size expression {e}")
 
 

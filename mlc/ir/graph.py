@@ -1,8 +1,9 @@
 """Nodes, values and graphs: the IR's data structures.
 
 A ``Node`` is immutable: ``(op, inputs, attrs, types)``. A pass never edits one; it builds
-a new graph with ``GraphBuilder`` (usually through ``rebuild``), so every graph a pass
-sees is consistent. A ``Value`` names one result of a node.
+a new graph with ``GraphBuilder``, through ``rebuild`` (the one graph-copy loop, with hooks
+for nodes and inputs), so every graph a pass sees is consistent. A ``Value`` names one
+result of a node.
 """
 
 from __future__ import annotations
@@ -177,25 +178,33 @@ class GraphBuilder:
         return Graph(self.name, tuple(self.inputs), tuple(self.nodes), tuple(outputs), dict(self.constants))
 
 
-def rebuild(graph: Graph, rewrite: Callable[[GraphBuilder, Node, list[Value]], tuple[Value, ...] | None]) -> Graph:
-    """Copy ``graph`` node by node, letting ``rewrite`` replace any node.
+Rewrite = Callable[[GraphBuilder, Node, list[Value]], "tuple[Value, ...] | None"]
+
+
+def rebuild(graph: Graph, rewrite: Rewrite | None = None, *, input: Callable[[GraphBuilder, Node], Value] | None = None,
+            nodes: Iterable[Node] | None = None, alias: Mapping[Value, Value] | None = None) -> Graph:
+    """Copy ``graph``: inputs, then nodes (constants keep their tensors), then outputs.
 
     ``rewrite(builder, node, new_inputs)`` returns the replacement results for ``node`` (built
     with ``builder``), or None to keep the node as it is (with its inputs remapped).
+    ``input(builder, node)`` returns what stands for an input (default: an input of the same
+    name and type; a constant, for freezing). ``nodes`` are the nodes to copy, in this order
+    (default: ``graph.nodes``); each reads values copied before it. ``alias`` maps values that
+    have no copy to the values to read instead (fusion: a region's results to its kernel's).
+    The new graph has no notes: a pass adds its own (see ``run_passes``).
     """
     b = GraphBuilder(graph.name)
     env: dict[Value, Value] = {}
+    alias = alias or {}
     for node in graph.inputs:
-        env[node.out] = b.input(node.name, node.types[0])
-    for node in graph.nodes:
-        new_inputs = [env[v] for v in node.inputs]
-        results = rewrite(b, node, new_inputs)
+        env[node.out] = input(b, node) if input is not None else b.input(node.name, node.types[0])
+    for node in graph.nodes if nodes is None else nodes:
+        new_inputs = [env[alias.get(v, v)] for v in node.inputs]
+        results = rewrite(b, node, new_inputs) if rewrite is not None else None
         if results is None:
             if node.op == "constant":
-                new = b.constant(node.name, graph.constants.get(node.name), node.types[0])
-                results = (new,)
+                results = (b.constant(node.name, graph.constants.get(node.name), node.types[0]),)
             else:
                 results = b.append(Node(node.op, new_inputs, node.attrs, node.types)).results
-        for old, new in zip(node.results, results):
-            env[old] = new
-    return b.build(env[v] for v in graph.outputs)
+        env.update(zip(node.results, results))
+    return b.build(env[alias.get(v, v)] for v in graph.outputs)

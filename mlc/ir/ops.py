@@ -377,7 +377,7 @@ def kernel_rule(in_types, attrs):
 
 
 def _ref_kernel(*inputs, body):
-    from ..runtime.reference import run_reference
+    from .reference import run_reference
 
     out = run_reference(body, list(inputs))
     return out[0] if len(out) == 1 else tuple(out)

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .graph import Graph, GraphBuilder, Node, Value
+from . import fuel
+from .graph import Graph, GraphBuilder, Node, Value, rebuild
 from .ops import InferError, infer_types
 
 
@@ -76,25 +77,18 @@ def rewrite(graph: Graph, rules: Sequence[Rule], max_sweeps: int = 10) -> Graph:
 
 
 def _sweep(graph: Graph, by_op: dict[str, list[Callable]]) -> tuple[Graph, bool]:
-    b = GraphBuilder(graph.name)
-    env: dict[Value, Value] = {}
     changed = False
-    for node in graph.inputs:
-        env[node.out] = b.input(node.name, node.types[0])
-    for node in graph.nodes:
+
+    def apply(b: GraphBuilder, node: Node, inputs: list[Value]):
+        nonlocal changed
         if node.op == "constant":
-            env[node.out] = b.constant(node.name, graph.constants.get(node.name), node.types[0])
-            continue
-        new = Node(node.op, [env[v] for v in node.inputs], node.attrs, node.types)
+            return None
+        new = Node(node.op, inputs, node.attrs, node.types)
         result = _apply(b, new, by_op)
         changed |= result is not None
-        if result is None:
-            b.append(new)
-            env.update(zip(node.results, new.results))
-        else:
-            env[node.out] = result
-    out = b.build(env[v] for v in graph.outputs)
-    return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, graph.notes), changed
+        return b.append(new).results if result is None else (result,)
+
+    return rebuild(graph, apply), changed
 
 
 def _apply(b: GraphBuilder, node: Node, by_op: dict[str, list[Callable]], depth: int = 0) -> Value | None:
@@ -103,7 +97,7 @@ def _apply(b: GraphBuilder, node: Node, by_op: dict[str, list[Callable]], depth:
         return None
     for fn in by_op.get(node.op, ()):
         result = fn(node, *node.inputs)
-        if result is None:
+        if result is None or not fuel.consume(lambda: f"rewrite: {node.op} by {_rule_name(fn)}"):
             continue
         if isinstance(result, Make):
             try:
@@ -117,3 +111,11 @@ def _apply(b: GraphBuilder, node: Node, by_op: dict[str, list[Callable]], depth:
         if result.type.same_value_type(node.types[0]):
             return result
     return None
+
+
+def _rule_name(fn: Callable) -> str:
+    """A rule as a person finds it: its function's name, or the file and line of a lambda."""
+    code = getattr(fn, "__code__", None)
+    if getattr(fn, "__name__", "<lambda>") != "<lambda>" or code is None:
+        return getattr(fn, "__qualname__", repr(fn))
+    return f"the rule at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno}"

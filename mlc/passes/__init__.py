@@ -1,11 +1,18 @@
-"""Passes: each one file and one function ``Graph -> Graph``. ``PIPELINE`` is the order."""
+"""Passes: each one file and one function ``Graph -> Graph``. ``PIPELINE`` is the order.
+
+A pass that takes options declares them in its file (``@pass_options``, ``mlc.passes.manager``);
+each is also the compile option of that name, and ``build_pipeline(opts)`` binds them.
+"""
+
+from __future__ import annotations
 
 from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
 from .fold_constants import fold_constants
+from .freeze import freeze
 from .fuse import fuse
 from .lower_precision import lower_precision
-from .manager import PassRecord, run_passes
+from .manager import Pass, PassOption, PassRecord, bind, options_of, parse_pipeline, pass_options, run_passes
 from .narrow_storage import narrow_storage
 from .quantize_weights import quantize_weights
 from .simplify import simplify
@@ -38,6 +45,19 @@ PIPELINE = [
 
 PASSES = {p.__name__: p for p in PIPELINE}  # by name, for `mlc opt --passes`
 
-__all__ = ["PIPELINE", "PASSES", "PassRecord", "run_passes", "eliminate_common_subexpressions",
-           "eliminate_dead_code", "fold_constants", "fuse", "lower_precision", "narrow_storage",
+# The options of PIPELINE's passes, by name: the compile options mlc.options builds from them.
+# Two passes may take one option (precision) by declaring the same PassOption.
+PASS_OPTIONS: dict[str, PassOption] = {o.name: o for p in PIPELINE for o in options_of(p)}
+assert all(PASS_OPTIONS[o.name] is o for p in PIPELINE for o in options_of(p)), "an option is declared twice"
+
+
+def build_pipeline(opts) -> list[Pass]:
+    """``PIPELINE`` with each pass's options taken from ``opts`` (an ``mlc.options.Options``:
+    anything with the options as attributes); what the backend runs."""
+    return [bind(p, **{o.name: getattr(opts, o.name) for o in options_of(p)}) for p in PIPELINE]
+
+
+__all__ = ["PIPELINE", "PASSES", "PASS_OPTIONS", "Pass", "PassOption", "PassRecord", "bind", "build_pipeline",
+           "options_of", "parse_pipeline", "pass_options", "run_passes", "eliminate_common_subexpressions",
+           "eliminate_dead_code", "fold_constants", "freeze", "fuse", "lower_precision", "narrow_storage",
            "quantize_weights", "simplify"]

@@ -9,6 +9,7 @@ two different values.
 
 from __future__ import annotations
 
+from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.rewrite import is_random
 
@@ -39,7 +40,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         if is_random(node):
             return None
         key = (node.op, tuple(inputs), tuple((k, _attr_key(v)) for k, v in node.attrs.items()), node.types)
-        if key not in seen:
+        if key not in seen or not fuel.consume(f"eliminate_common_subexpressions: {node.op} {node.types[0]}"):
             seen[key] = b.append(Node(node.op, inputs, node.attrs, node.types)).results
         return seen[key]
 

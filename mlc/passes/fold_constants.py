@@ -6,7 +6,7 @@ nodes folded before it) is run through its op table ``ref`` and replaced:
 - by a ``full`` node when every element of the result is the same number (``1e-5 * 2``, or
   any pointwise op or view of ``full`` operands, whatever its size: a ``full`` costs nothing);
 - else by a new ``constant`` tensor, named after the constant it came from
-  (``fc1.weight_permute``), unless it would be more than ``limit`` times as large as the
+  (``fc1.weight_permute``), unless it would be more than ``fold_limit`` times as large as the
   constant tensors it is computed from. ``full`` and ``arange`` count as one element there,
   so broadcasts and arange-like expansions (a causal mask) stay computed in the kernel that
   reads them, and a q/k/v ``cat`` (1x) or a weight transpose or cast (1x) folds.
@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import torch
 
+from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.ops import OPS, POINTWISE, VIEWS, Category
 from ..ir.rewrite import is_random
 from ..ir.types import TensorType, free_symbols
+from .manager import PassOption, pass_options
 
-FOLD_LIMIT = 2.0  # the default of the ``fold_limit`` option
+FOLD_LIMIT = PassOption(
+    "fold_limit", float, 2.0,
+    "folding makes a constant only if it has at most this many times the elements of the constants it comes "
+    "from (broadcasts and causal masks stay computed in kernels); a result holding one number everywhere "
+    "becomes a `full`; `0` turns folding off", minimum=0)
 _UNIFORM_OPS = POINTWISE | VIEWS | {"copy"}  # on operands that each hold one number, so does the result
 
 
@@ -55,8 +61,9 @@ def _uniform_value(t: torch.Tensor):
     return first.item() if bool((t == first).all()) else None
 
 
-def fold_constants(graph: Graph, limit: float = FOLD_LIMIT) -> Graph:
-    if limit <= 0:
+@pass_options(FOLD_LIMIT)
+def fold_constants(graph: Graph, fold_limit: float = FOLD_LIMIT.default) -> Graph:
+    if fold_limit <= 0:
         return graph
     outputs = {v.node for v in graph.outputs}
     tensors: dict[Value, torch.Tensor] = {}  # values computed so far, in the new graph
@@ -92,12 +99,15 @@ def fold_constants(graph: Graph, limit: float = FOLD_LIMIT) -> Graph:
         try:
             if node.op in _UNIFORM_OPS and all(v.node.op == "full" for v in inputs):
                 number = _uniform_result(node, [v.node for v in inputs])
-            elif _static(node) and all(_static(v.node) for v in inputs) and t.numel <= limit * max(1, elements):
+            elif _static(node) and all(_static(v.node) for v in inputs) and t.numel <= fold_limit * max(1, elements):
                 result = _evaluate(node, [value(v) for v in inputs])
                 number = _uniform_value(result)
             else:
                 return keep(b, node, inputs, elements)
         except Exception:  # noqa: BLE001 - a ref that fails here fails at run time too; leave it there
+            return keep(b, node, inputs, elements)
+        if not fuel.consume(lambda: f"fold_constants: {node.op} {t} into a " + ("full" if number is not None
+                                                                               else "constant")):
             return keep(b, node, inputs, elements)
         if number is not None:
             new = b.add("full", (), {"shape": t.shape, "value": number, "dtype": t.dtype, "device": t.device}).out

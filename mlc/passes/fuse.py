@@ -21,10 +21,14 @@ with nothing to fuse stays an ATen call (cuBLAS on a GPU). Fallbacks are never f
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 
-from ..codegen.kernel import CODEGEN_OPS, CodegenError, generate, kernel_name
-from ..ir.graph import Graph, GraphBuilder, Node, Value
+from ..codegen.templates import generate
+from ..codegen.writer import CODEGEN_OPS, CodegenError, kernel_name
+from ..ir import fuel
+from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
 
@@ -163,6 +167,14 @@ class _Regions:
             return str(e)
         return None
 
+    def try_merge(self, ids: list[int], extra: list[Node]) -> bool:
+        """Merge (one optimization decision: ``mlc.ir.fuel``); False when out of fuel."""
+        ops = [n.op for i in ids for n in self.members[i]] + [n.op for n in extra]
+        if not fuel.consume(lambda: "fuse: " + " + ".join(ops)):
+            return False
+        self.merge(ids, extra)
+        return True
+
     def merge(self, ids: list[int], extra: list[Node]) -> int:
         if not ids:
             self.next_id += 1
@@ -176,6 +188,9 @@ class _Regions:
         return target
 
 
+_NO_FUEL = "out of fuel (mlc.ir.fuel: a budget of optimization decisions was spent)"
+
+
 def fuse(graph: Graph) -> Graph:
     r = _Regions(graph)
     for node in graph.nodes:
@@ -187,23 +202,20 @@ def fuse(graph: Graph) -> Graph:
                                f"{node.op} is not generated as a kernel ({OPS[node.op].category.value})")
             continue
         producers = r.producer_regions(node)
-        if len(producers) > 1 and r.why_not(sum((r.members[i] for i in producers), []) + [node]) is None:
-            r.merge(producers, [node])
+        if len(producers) > 1 and r.why_not(sum((r.members[i] for i in producers), []) + [node]) is None \
+                and r.try_merge(producers, [node]):
             continue
         for i in producers:
             reason = r.why_not(r.members[i] + [node])
-            if reason is None:
-                r.merge([i], [node])
+            if reason is None and r.try_merge([i], [node]):
                 break
-            r.notes.append(f"not fused: {r.members[i][-1].op} -> {node.op}: {reason}")
+            r.notes.append(f"not fused: {r.members[i][-1].op} -> {node.op}: {reason or _NO_FUEL}")
         else:
             # Alone, too, the node must be one kernel (a pow with a tensor exponent, a
             # reduction of a 0-d tensor are not); if not, it runs through its torch reference.
             reason = r.why_not([node])
-            if reason is None:
-                r.merge([], [node])
-            else:
-                r.notes.append(f"not a kernel: {node.op}: {reason}")
+            if reason is not None or not r.try_merge([], [node]):
+                r.notes.append(f"not a kernel: {node.op}: {reason or _NO_FUEL}")
     _fuse_siblings(r)
     for i in [i for i, ms in r.members.items() if _only_matmuls(ms) and not r.body(ms)[0].count("convert")]:
         # A matmul with nothing to fuse runs as ATen (cuBLAS on a GPU), not as the template.
@@ -223,8 +235,7 @@ def _fuse_siblings(r: _Regions):
         reads = {i: set(r.body(r.members[i])[1]) for i in ids}
         for a_pos, a in enumerate(ids):
             for b in ids[a_pos + 1:]:
-                if reads[a] & reads[b] and r.why_not(r.members[a] + r.members[b]) is None:
-                    r.merge([a, b], [])
+                if reads[a] & reads[b] and r.why_not(r.members[a] + r.members[b]) is None and r.try_merge([a, b], []):
                     changed = True
                     break
             if changed:
@@ -244,24 +255,17 @@ def _build(graph: Graph, r: _Regions) -> Graph:
         for v in deps:
             if v.node in unit and unit[v.node] != unit[n]:
                 dag.add_edge(unit[v.node], unit[n])
-    b = GraphBuilder(graph.name)
-    env: dict[Value, Value] = {}
-    for n in graph.inputs:
-        env[n.out] = b.input(n.name, n.types[0])
+    # Each region is a kernel node reading the graph's values; what its members computed for
+    # readers outside it is read from the kernel's results instead.
+    kernels = {i: Node("kernel", operands, {"body": body}, [v.type for v in body.outputs])
+               for i, (body, operands) in bodies.items()}
+    results = {v: k for i, node in kernels.items() for v, k in zip(r.outs(r.members[i]), node.results)}
+    order, copied = [], set(graph.inputs)
     for u in nx.lexicographical_topological_sort(dag, key=first.__getitem__):
-        if u[0] == "n":
-            n = graph.nodes[u[1]]
-            if n.op == "constant":
-                new = b.constant(n.name, graph.constants.get(n.name), n.types[0]).node
-            elif any(v not in env for v in n.inputs):
-                assert r.inlinable(n), f"{n.op} reads a value no kernel yields"
-                continue  # a view of a kernel's internal value: only kernels read it, inlined
-            else:
-                new = b.append(Node(n.op, [env[v] for v in n.inputs], n.attrs, n.types))
-            env.update(zip(n.results, new.results))
-            continue
-        body, operands = bodies[u[1]]
-        node = b.add("kernel", [env[v] for v in operands], {"body": body}, [v.type for v in body.outputs])
-        env.update(zip(r.outs(r.members[u[1]]), node.results))
-    out = b.build([env[v] for v in graph.outputs])
-    return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, tuple(r.notes))
+        n = kernels[u[1]] if u[0] == "k" else graph.nodes[u[1]]
+        if any(results.get(v, v).node not in copied for v in n.inputs):
+            assert r.inlinable(n), f"{n.op} reads a value no kernel yields"
+            continue  # a view of a kernel's internal value: only kernels read it, inlined
+        order.append(n)
+        copied.add(n)
+    return replace(rebuild(graph, nodes=order, alias=results), notes=tuple(r.notes))

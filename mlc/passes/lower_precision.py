@@ -1,7 +1,7 @@
 """Precision lowering, before fusion: matmuls in the type the ``precision`` option names.
 
 - ``"default"``: nothing changes. (Arithmetic on fp16/bf16 values runs in fp32 registers
-  whatever this pass does; see ``mlc/codegen/kernel.py``.)
+  whatever this pass does; see ``mlc/codegen/writer.py``.)
 - ``"tf32"``: each fp32 ``mm``/``bmm`` gets ``precision = "tf32"``: its operands multiply as
   tf32 on the tensor cores, and it accumulates in fp32.
 - ``"bf16"``, ``"fp16"``: each fp32 ``mm``/``bmm`` multiplies its operands cast to the lower
@@ -25,14 +25,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
+from .manager import PassOption, pass_options
 
 PRECISIONS = ("default", "tf32", "bf16", "fp16")
 LOW_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION = PassOption(  # narrow_storage takes it too
+    "precision", str, "default",
+    '`"default"` keeps the model\'s dtypes; `"tf32"` multiplies fp32 matmul operands as tf32; `"bf16"`/`"fp16"` '
+    "multiply fp32 matmul operands in that type (fp32 accumulation) and store fp32 tensors passed between "
+    "kernels in it; see [Precision](#precision-and-int8-weights)", choices=PRECISIONS)
 
 
 def check_precision(precision: str) -> None:
@@ -62,7 +71,8 @@ def _cast(b: GraphBuilder, v: Value, dtype: torch.dtype, casts: dict[Value, Valu
     return casts[v]
 
 
-def lower_precision(graph: Graph, precision: str = "default") -> Graph:
+@pass_options(PRECISION)
+def lower_precision(graph: Graph, precision: str = PRECISION.default) -> Graph:
     check_precision(precision)
     if precision == "default":
         return graph
@@ -70,9 +80,9 @@ def lower_precision(graph: Graph, precision: str = "default") -> Graph:
     casts: dict[Value, Value] = {}  # each value cast once, however many matmuls read it
 
     def rewrite(b: GraphBuilder, node: Node, ins: list[Value]):
-        if not _fp32_matmul(node):
-            return None
         shapes = " x ".join(str(v.type) for v in node.inputs)
+        if not _fp32_matmul(node) or not fuel.consume(f"lower_precision: {node.op} {shapes} in {precision}"):
+            return None
         if precision == "tf32":
             notes.append(f"precision tf32: {node.op} {shapes} multiplies as tf32")
             return b.add(node.op, ins, {**node.attrs, "precision": "tf32"}).results
@@ -81,5 +91,4 @@ def lower_precision(graph: Graph, precision: str = "default") -> Graph:
         c = b.op(node.op, *(_cast(b, v, low, casts) for v in ins), **node.attrs)
         return (b.op("convert", c, dtype=torch.float32),)
 
-    out = rebuild(graph, rewrite)
-    return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, graph.notes + tuple(notes))
+    return replace(rebuild(graph, rewrite), notes=tuple(notes))

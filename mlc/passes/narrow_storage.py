@@ -16,12 +16,17 @@ autograd's saved tensors between forward and backward, get the types they traced
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ..codegen.kernel import kernel_name
+from ..codegen.writer import kernel_name
+from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
+from ..ir.ops import infer_types
 from ..ir.types import TensorType
-from .lower_precision import LOW_DTYPES, check_precision
+from .lower_precision import LOW_DTYPES, PRECISION, check_precision
+from .manager import pass_options
 
 
 def _narrowable(v: Value, graph_outputs: set[Value], users: dict[Node, list[Node]]) -> bool:
@@ -32,30 +37,33 @@ def _narrowable(v: Value, graph_outputs: set[Value], users: dict[Node, list[Node
 
 def _retyped_body(body: Graph, narrowed_inputs: set[int], narrowed_outputs: set[int], low: torch.dtype) -> Graph:
     """``body`` reading ``narrowed_inputs`` as ``low`` (cast up on load) and storing ``narrowed_outputs`` as ``low``."""
-    b = GraphBuilder(body.name)
-    env: dict[Value, Value] = {}
-    for k, n in enumerate(body.inputs):
+    narrowed = {body.inputs[k] for k in narrowed_inputs}
+
+    def load(b: GraphBuilder, n: Node) -> Value:
         t = n.types[0]
-        if k in narrowed_inputs:
-            env[n.out] = b.op("convert", b.input(n.name, t.with_(dtype=low)), dtype=t.dtype)
-        else:
-            env[n.out] = b.input(n.name, t)
-    for n in body.nodes:
-        new = b.append(Node(n.op, [env[v] for v in n.inputs], n.attrs, n.types))
-        env.update(zip(n.results, new.results))
-    outs = [b.op("convert", env[v], dtype=low) if k in narrowed_outputs else env[v] for k, v in enumerate(body.outputs)]
-    g = b.build(outs)
+        if n not in narrowed:
+            return b.input(n.name, t)
+        return b.op("convert", b.input(n.name, t.with_(dtype=low)), dtype=t.dtype)
+
+    # The casts before the stores are nodes of the old body, after all the others.
+    stores = {k: Node("convert", (v,), {"dtype": low}, infer_types("convert", [v.type], {"dtype": low}))
+              for k, v in enumerate(body.outputs) if k in narrowed_outputs}
+    body = Graph(body.name, body.inputs, (*body.nodes, *stores.values()),
+                 tuple(stores[k].out if k in stores else v for k, v in enumerate(body.outputs)))
+    g = rebuild(body, input=load)
     return Graph(kernel_name(g), g.inputs, g.nodes, g.outputs)
 
 
-def narrow_storage(graph: Graph, precision: str = "default") -> Graph:
+@pass_options(PRECISION)
+def narrow_storage(graph: Graph, precision: str = PRECISION.default) -> Graph:
     check_precision(precision)
     if precision not in LOW_DTYPES:
         return graph
     low = LOW_DTYPES[precision]
     users = graph.users()
     outputs = set(graph.outputs)
-    narrow = {v for n in graph.nodes if n.op == "kernel" for v in n.results if _narrowable(v, outputs, users)}
+    narrow = {v for n in graph.nodes if n.op == "kernel" for v in n.results if _narrowable(v, outputs, users)
+              and fuel.consume(lambda: f"narrow_storage: {n.attrs['body'].name} result {v.index} as {precision}")}
     if not narrow:
         return graph
     notes = []
@@ -75,5 +83,4 @@ def narrow_storage(graph: Graph, precision: str = "default") -> Graph:
         new_body = _retyped_body(body, reads, outs, low)
         return b.add("kernel", ins, {"body": new_body}, [v.type for v in new_body.outputs]).results
 
-    out = rebuild(graph, rewrite)
-    return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, graph.notes + tuple(notes))
+    return replace(rebuild(graph, rewrite), notes=tuple(notes))

@@ -18,11 +18,19 @@ graphs compiled without freezing (training graphs, or ``freeze=False``) are unch
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
+from .manager import PassOption, pass_options
 
 QUANTIZE_MODES = ("int8-weight",)
+QUANTIZE = PassOption(
+    "quantize", (str, type(None)), None,
+    '`"int8-weight"`: frozen matmul weights stored as int8 with per-output-channel fp32 scales, dequantized '
+    "inside the matmul kernel; needs frozen weights (inference graphs)", choices=(None, *QUANTIZE_MODES))
 
 
 def check_quantize(mode) -> None:
@@ -39,9 +47,10 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def quantize_weights(graph: Graph, mode: str | None = None) -> Graph:
-    check_quantize(mode)
-    if mode is None:
+@pass_options(QUANTIZE)
+def quantize_weights(graph: Graph, quantize: str | None = QUANTIZE.default) -> Graph:
+    check_quantize(quantize)
+    if quantize is None:
         return graph
     notes: list[str] = []
 
@@ -50,8 +59,8 @@ def quantize_weights(graph: Graph, mode: str | None = None) -> Graph:
         if w is None or w.node.op != "constant" or not w.type.dtype.is_floating_point:
             return None
         tensor = graph.constants.get(w.node.name)
-        if tensor is None:  # a graph parsed from text: its constants have no values
-            return None
+        if tensor is None or not fuel.consume(f"quantize_weights: {w.node.name} {w.type} to int8"):
+            return None  # (no tensor: a graph parsed from text, whose constants have no values)
         q, scale = quantize_int8(tensor)
         qv = b.constant(f"{w.node.name}_int8", q)
         sv = b.constant(f"{w.node.name}_scale", scale.to(tensor.device))
@@ -66,4 +75,4 @@ def quantize_weights(graph: Graph, mode: str | None = None) -> Graph:
     if not notes:
         notes.append("quantize int8-weight: no matmul reads a constant weight here (weights are constants only "
                      "in frozen inference graphs)")
-    return Graph(out.name, out.inputs, out.nodes, out.outputs, out.constants, graph.notes + tuple(notes))
+    return replace(out, notes=tuple(notes))

@@ -1,5 +1,5 @@
 """Running IR graphs."""
 
-from .reference import bind_symbols, run_reference
+from ..ir.reference import bind_symbols, run_reference
 
 __all__ = ["bind_symbols", "run_reference"]

@@ -19,12 +19,11 @@ import triton
 
 from .. import autotune as tuner
 from ..codegen.compile import load_kernel, sizes_fn
-from ..codegen.config import PERSISTENT_LIMIT
-from ..codegen.kernel import KernelSource, generate
+from ..codegen.templates import PERSISTENT_LIMIT, KernelSource, generate, is_aten, template_of
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS, Category
 from ..ir.types import SymType, free_symbols
-from .reference import _has_symbols, resolve, run_reference
+from ..ir.reference import _has_symbols, resolve, run_reference
 
 
 def _symbol_getters(graph: Graph) -> list[tuple[sympy.Symbol, int, int | None]]:
@@ -50,7 +49,7 @@ def _warn_unsupported(op: str):
 class KernelLaunch:
     """One generated kernel, ready to launch with its inputs and size symbols.
 
-    Its launch config is chosen once per set of launch sizes (``_config``): by the autotuner
+    Its launch config is chosen once per set of launch sizes (``config``): by the autotuner
     (``mlc.autotune``) at the ``autotune`` level, once per shape bucket. ``tunings`` holds the
     autotuner's record per bucket and ``tuning`` the latest one: the config chosen, and how many
     candidates survived pruning. In Triton's interpreter the launch always uses the interpreter's
@@ -62,6 +61,7 @@ class KernelLaunch:
     def __init__(self, body: Graph, interpret: bool, persistent_limit: int = PERSISTENT_LIMIT,
                  autotune: str = "off", source: KernelSource | None = None):
         self.source: KernelSource = source or generate(body, persistent_limit, interpret)
+        self.template = template_of(self.source)
         self.fn = load_kernel(self.source, interpret)
         self.body = body
         self.interpret = interpret
@@ -71,15 +71,13 @@ class KernelLaunch:
         ks = self.source
         self.symbols = ks.symbols
         self.out_types = [v.type for v in body.outputs]
-        # rnumel 0 is a reduction over an empty dim (a sum of nothing is 0), not "no rnumel".
-        launch_sizes = list(ks.mnk) if ks.kind == "matmul" else [ks.numel, 1 if ks.rnumel is None else ks.rnumel]
-        self.n_launch_sizes = len(launch_sizes)
-        self.sizes = sizes_fn(launch_sizes + [d for t in self.out_types for d in t.shape], self.symbols)
+        self.n_launch_sizes = len(ks.launch)
+        self.sizes = sizes_fn(list(ks.launch) + [d for t in self.out_types for d in t.shape], self.symbols)
         self.strided = ks.input_strided
         self.configs: dict[tuple, tuple[dict, dict]] = {}
 
-    def _config(self, sizes: tuple, env: dict | None = None, inputs=None) -> tuple[dict, dict]:
-        """(constexpr meta-parameters, launch options) for these sizes, decided once per size.
+    def config(self, sizes: tuple, env: dict | None = None, inputs=None) -> tuple[dict, dict]:
+        """(constexpr meta-parameters, launch options) for these launch sizes, decided once per size.
 
         ``env`` binds the size symbols (the autotuner's cost model needs them); ``inputs`` are
         the tensors of the call, for timing configs on a GPU.
@@ -94,7 +92,7 @@ class KernelLaunch:
 
     def _choose(self, sizes: tuple, env: dict | None, inputs) -> tuple[dict, bool]:
         """The config for these sizes, and whether it is final (not waiting for a call's sizes to tune)."""
-        fixed = tuner.fixed_config(self.source, sizes, self.interpret)
+        fixed = self.template.fixed_config(self.source, sizes, self.interpret)
         target = "interpreter" if self.interpret else "GPU"
         level = self.autotune
         if level == "auto":
@@ -123,7 +121,7 @@ class KernelLaunch:
 
     def _time(self, inputs, env: dict, cfg: dict) -> float:
         """Milliseconds one config takes on the GPU (``triton.testing.do_bench``)."""
-        syms, sizes, dims = self._sizes(env)
+        syms, sizes, dims = self.call_sizes(env)
         outs = self._outputs(dims, inputs)
         meta, options = _split(cfg, interpret=False)
         return triton.testing.do_bench(lambda: self._run(inputs, outs, env, syms, sizes, meta, options))
@@ -137,41 +135,34 @@ class KernelLaunch:
             outs.append(torch.empty(shape, dtype=t.dtype, device=device))
         return outs
 
-    def _sizes(self, env: dict) -> tuple[list, tuple, list]:
-        """(symbol values, launch sizes, output dims) for a call's size symbols."""
+    def call_sizes(self, env: dict) -> tuple[list, tuple, list]:
+        """(symbol values, launch sizes, output dims) for a call's size symbols (``env``)."""
         syms = [env[s] for s in self.symbols]
         all_sizes = self.sizes(*syms)
         return syms, tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
 
     def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
-        syms, sizes, dims = self._sizes(env)
+        syms, sizes, dims = self.call_sizes(env)
         outs = self._outputs(dims, inputs)
         if any(o.numel() == 0 for o in outs):
             return outs
-        meta, options = self._config(sizes, env, inputs)
+        meta, options = self.config(sizes, env, inputs)
         return self._run(inputs, outs, env, syms, sizes, meta, options)
 
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...] | None:
         """Program instances per axis for these launch sizes and meta-parameters (None: the
         autotuner chose to run this matmul region through ATen)."""
-        if meta.get("backend") == "aten":
-            return None
-        if self.source.kind == "matmul":
-            m, n, _, batch = sizes
-            return (triton.cdiv(m, meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
-        return (triton.cdiv(sizes[0], meta.get("BLOCK_SIZE") or meta["XBLOCK"]),)
+        return None if is_aten(meta) else self.template.grid(sizes, meta)
 
     def _run(self, inputs, outs, env, syms, sizes, meta, options) -> list[torch.Tensor]:
-        if meta.get("backend") == "aten":  # the autotuner's ATen choice for a matmul kernel
+        if is_aten(meta):  # the autotuner's ATen choice for a matmul kernel
             results = run_reference(self.body, list(inputs), env)
             for o, r in zip(outs, results):
                 o.copy_(r)
             return outs
         strides = [x.stride(d) for x, ds in zip(inputs, self.strided) for d in ds]
-        kind = self.source.kind
         grid = self.grid(sizes, meta)
-        extra = list(sizes[:3]) if kind == "matmul" else [sizes[0], sizes[1]] if kind == "reduction" else [sizes[0]]
-        args = (*inputs, *outs, *syms, *extra, *strides)
+        args = (*inputs, *outs, *syms, *self.template.size_args(sizes), *strides)
         if self.interpret:
             # Masked-off lanes compute too in the interpreter (log(0), 0/0): numpy's warnings
             # about them say nothing about the stored results.
@@ -193,19 +184,25 @@ class Plan:
 
     ``autotune`` is the option's level for its kernels; ``sources`` the kernels' generated
     sources in order, when known (a whole-graph cache hit), so that nothing is generated again.
+    ``launches`` has one entry per kernel node (None where the kernel could not be built);
+    ``failures`` maps the position (in ``launches``) of each kernel the safety net caught to what
+    went wrong (``strict`` turns the
+    net off: see ``_kernel_step``).
     """
 
     def __init__(self, graph: Graph, interpret: bool, autotune: str = "off",
-                 sources: Sequence[KernelSource] | None = None):
+                 sources: Sequence[KernelSource] | None = None, strict: bool = False):
         self.graph = graph
         self.autotune = autotune
+        self.strict = strict
+        self.failures: dict[int, str] = {}
         self._sources = iter(sources or ())
         self.getters = _symbol_getters(graph)
         slot: dict[Value, int] = {}
         for node in graph.inputs:
             slot[node.out] = len(slot)
         self.steps: list[Callable[[list, dict], None]] = []
-        self.launches: list[KernelLaunch] = []
+        self.launches: list[KernelLaunch | None] = []
         self.constants: list[tuple[int, Any]] = []
         for node in graph.nodes:
             for v in node.results:
@@ -232,6 +229,50 @@ class Plan:
         for op in unsupported:
             _warn_unsupported(op)
 
+    def _kernel_step(self, node: Node, ins: list[int], outs: list[int], interpret: bool):
+        """The step of a kernel node: its launch, behind the safety net.
+
+        A kernel that fails to generate or to load, or whose launch raises, is mlc's bug, never
+        the user's: unless ``strict``, its region then runs through the reference executor from
+        that call on, with one warning naming the kernel and the error (``failures`` keeps it
+        for ``explain``). ``strict`` lets the error through, so that tests see every bug.
+        """
+        body: Graph = node.attrs["body"]
+        source = next(self._sources, None)
+        index = len(self.launches)
+        try:
+            launch = KernelLaunch(body, interpret, autotune=self.autotune, source=source)
+        except Exception as e:  # noqa: BLE001 - the safety net: any failure of code generation
+            if self.strict:
+                raise
+            self._fail(index, body.name, "could not be generated or loaded", e)
+            launch = None
+        self.launches.append(launch)
+
+        def kernel_step(values, env):
+            args = [values[i] for i in ins]
+            if index in self.failures:
+                results = run_reference(body, args, env)
+            else:
+                try:
+                    results = launch(args, env)
+                except Exception as e:  # noqa: BLE001 - the safety net: a kernel that fails to launch
+                    if self.strict:
+                        raise
+                    self._fail(index, body.name, "failed to launch", e)
+                    results = run_reference(body, args, env)
+            for o, r in zip(outs, results):
+                values[o] = r
+
+        return kernel_step
+
+    def _fail(self, index: int, name: str, what: str, error: Exception):
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        self.failures[index] = f"{what}: {message}"
+        warnings.warn(f"mlc: kernel {name} {what} ({message[:300]}); its region runs through the reference "
+                      f"executor instead. This is a bug in mlc: please report it (strict=True or MLC_STRICT=1 "
+                      f"raises the error instead)", stacklevel=4)
+
     def _add_step(self, node: Node, slot: dict[Value, int], interpret: bool):
         ins = [slot[v] for v in node.inputs]
         outs = [slot[v] for v in node.results]
@@ -249,16 +290,7 @@ class Plan:
             self.steps.append(sym_step)
             return
         if node.op == "kernel":
-            launch = KernelLaunch(node.attrs["body"], interpret, autotune=self.autotune,
-                                  source=next(self._sources, None))
-            self.launches.append(launch)
-
-            def kernel_step(values, env):
-                results = launch([values[i] for i in ins], env)
-                for o, r in zip(outs, results):
-                    values[o] = r
-
-            self.steps.append(kernel_step)
+            self.steps.append(self._kernel_step(node, ins, outs, interpret))
             return
         ref = OPS[node.op].ref
         static = {k: v for k, v in node.attrs.items() if not _has_symbols(v)}

@@ -12,8 +12,9 @@ import re
 import pytest
 
 from mlc.__main__ import main
+from mlc.cli import aot_check as aot_cli
 from mlc.codegen import aot
-from mlc.codegen.kernel import generate
+from mlc.codegen.templates import generate
 from mlc.ir import parse, verify
 
 # Regions that exercise what the interpreter is lenient about: bf16 rounding (bitcasts),
@@ -179,12 +180,12 @@ def test_spills_are_measured_and_summarized():
       %4 = div(%2, %3) : f32[64,4096]
       return %4
     }""")
-    assert ks.persistent
+    assert ks.params["persistent"]
     r = aot.compile_for_gpu(ks, 80, {"XBLOCK": 2, "RBLOCK": 4096, "num_warps": 1})
     assert r.ok, r.error
     assert r.spill_stores > 0 and r.spill_loads > 0 and r.registers > 200
     assert f"spills {r.spill_stores}/{r.spill_loads} B" in r.line()
-    lines = aot.summary([r])
+    lines = aot_cli.summary([r])
     assert any(ln.startswith("spills: fused_amax_sub_exp_sum_div") and "sm_80" in ln for ln in lines)
     assert lines[-1].endswith("1 compiled, 0 failed, 1 with spills")
 
@@ -198,7 +199,7 @@ def test_a_kernel_that_does_not_compile_fails_the_check(tmp_path, capsys, monkey
     bad = dataclasses.replace(ks, source=ks.source.replace("tl.exp(", "tl.arange(0, 3) + tl.exp("))
     r = aot.compile_for_gpu(bad, 90)
     assert not r.ok and "arange" in r.error and "FAILED" in r.line()
-    monkeypatch.setattr(aot, "ir_kernels", lambda path: [aot.Kernel(bad, ["test"], name=bad.name)])
+    monkeypatch.setattr(aot_cli, "ir_kernels", lambda path: [aot_cli.Kernel(bad, ["test"], name=bad.name)])
     code, out, err, _, summary = aot_check(capsys, "--ir", "unused.mlc", "--arch", "90")
     assert code == 1
     assert "fused_exp" in out and "FAILED" in out

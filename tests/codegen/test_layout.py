@@ -11,7 +11,7 @@ import torch
 
 import mlc
 from mlc.codegen import aot
-from mlc.codegen.kernel import generate
+from mlc.codegen.templates import generate
 from mlc.ir import parse, verify
 
 

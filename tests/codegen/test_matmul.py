@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from mlc.codegen.kernel import CodegenError, generate
+from mlc.codegen.templates import CodegenError, generate
 from mlc.ir import parse, verify
 from mlc.runtime.plan import KernelLaunch
-from mlc.runtime.reference import run_reference
+from mlc.ir.reference import run_reference
 
 NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}

@@ -9,10 +9,10 @@ import pytest
 import sympy
 import torch
 
-from mlc.codegen.kernel import CodegenError, generate
+from mlc.codegen.templates import CodegenError, generate
 from mlc.ir import parse, verify
 from mlc.runtime.plan import KernelLaunch
-from mlc.runtime.reference import run_reference
+from mlc.ir.reference import run_reference
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=2e-3, rtol=2e-3),
@@ -157,8 +157,8 @@ def test_reduction(case, shape, dtype, persistent):
     except CodegenError as e:
         assert reduced == 1 and "size-1" in str(e)  # a reduction over one element is not a kernel
         return
-    assert source.persistent == (persistent or reduced <= 16)
-    assert ("for roffset" in source.source) != source.persistent
+    assert source.params["persistent"] == (persistent or reduced <= 16)
+    assert ("for roffset" in source.source) != source.params["persistent"]
 
 
 def test_reduction_over_several_middle_dims_and_symbolic_rows():

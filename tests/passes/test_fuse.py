@@ -150,7 +150,7 @@ def test_matmul_epilogues_and_the_swiglu_pair():
 def test_fused_graph_round_trips_and_matches_the_reference():
     import torch
 
-    from mlc.runtime.reference import example_inputs, run_reference
+    from mlc.ir.reference import example_inputs, run_reference
 
     g = parse("""
         graph @f(%x: f32[6,10], %i: i64[6]) {

@@ -6,7 +6,6 @@ Pass tests are IR text in, IR text out; the end-to-end tests compile zoo models 
 
 import dataclasses
 import re
-import functools
 import textwrap
 import warnings
 
@@ -16,9 +15,10 @@ import torch
 import mlc
 from mlc.ir import parse, verify
 from mlc.options import make_options
-from mlc.passes import eliminate_dead_code, fuse, lower_precision, narrow_storage, quantize_weights, run_passes
+from mlc.passes import (bind, eliminate_dead_code, fuse, lower_precision, narrow_storage, quantize_weights,
+                        run_passes)
 from mlc.passes.quantize_weights import quantize_int8
-from mlc.runtime.reference import example_inputs, run_reference
+from mlc.ir.reference import example_inputs, run_reference
 from mlc.testing.models import MODELS
 from tests.irtext import assert_ir, run_on_text
 
@@ -34,13 +34,9 @@ MLP_IR = """
     }"""
 
 
-def bound(p, **kwargs):
-    return functools.update_wrapper(functools.partial(p, **kwargs), p)
-
-
 def test_bf16_casts_matmul_operands_and_casts_the_result_back():
     """An operand read through a view (the weight's transpose) is cast before the view."""
-    assert_ir(run_on_text(MLP_IR, bound(lower_precision, precision="bf16"), eliminate_dead_code), """
+    assert_ir(run_on_text(MLP_IR, bind(lower_precision, precision="bf16"), eliminate_dead_code), """
         graph @f(%x: f32[8,16], %w: f32[32,16], %b: f32[32]) {
           %x1 = convert(%x) {dtype=bf16} : bf16[8,16]
           %w1 = convert(%w) {dtype=bf16} : bf16[32,16]
@@ -55,13 +51,23 @@ def test_bf16_casts_matmul_operands_and_casts_the_result_back():
         }""")
 
 
+def test_lower_precision_from_the_pass_pipeline_text_lowers():
+    """``lower_precision{precision=bf16}`` (mlc opt's syntax) is the bound pass, not the default one."""
+    from mlc.passes import PASSES, parse_pipeline
+
+    parsed = parse_pipeline("lower_precision{precision=bf16},eliminate_dead_code", PASSES)
+    got = run_on_text(MLP_IR, *parsed)
+    assert got == run_on_text(MLP_IR, bind(lower_precision, precision="bf16"), eliminate_dead_code)
+    assert "mm(%0, %2) : bf16[8,32]" in got and got != run_on_text(MLP_IR, lower_precision, eliminate_dead_code)
+
+
 def test_tf32_marks_fp32_matmuls_and_leaves_fp16_ones():
     assert_ir(run_on_text("""
         graph @f(%a: f32[4,8], %b: f32[8,2], %c: f16[2,4,8], %d: f16[2,8,2]) {
           %y = mm(%a, %b) : f32[4,2]
           %z = bmm(%c, %d) : f16[2,4,2]
           return %y, %z
-        }""", bound(lower_precision, precision="tf32")), """
+        }""", bind(lower_precision, precision="tf32")), """
         graph @f(%a: f32[4,8], %b: f32[8,2], %c: f16[2,4,8], %d: f16[2,8,2]) {
           %y = mm(%a, %b) {precision="tf32"} : f32[4,2]
           %z = bmm(%c, %d) : f16[2,4,2]
@@ -75,8 +81,8 @@ def test_default_precision_changes_nothing():
 
 def test_tensors_between_kernels_are_stored_in_the_lower_type():
     """The matmul kernel stores bf16; the softmax-like kernel casts it back as it loads."""
-    got = run_on_text(MLP_IR, bound(lower_precision, precision="bf16"), fuse,
-                      bound(narrow_storage, precision="bf16"), eliminate_dead_code)
+    got = run_on_text(MLP_IR, bind(lower_precision, precision="bf16"), fuse,
+                      bind(narrow_storage, precision="bf16"), eliminate_dead_code)
     assert_ir(got, """
         graph @f(%x: f32[8,16], %w: f32[32,16], %b: f32[32]) {
           %0 = kernel @fused_convert_mm_add_relu(%x, %w, %b) : bf16[8,32] {
@@ -107,7 +113,7 @@ def test_graph_outputs_and_aten_operands_keep_fp32():
           %s = sum(%e) {dims=[1], keepdim=true} : f32[8,1]
           %c = aten(%e) {target="aten.cumsum.default", args=[$0, 1]} : f32[8,16]
           return %s, %c
-        }""", fuse, bound(narrow_storage, precision="fp16"))
+        }""", fuse, bind(narrow_storage, precision="fp16"))
     assert "f16" not in got
 
 
@@ -128,7 +134,7 @@ def test_quantized_weight_is_int8_with_per_column_scales():
           %y = mm(%x, %w) : f32[8,32]
           return %y
         }""")), constants={"w": w}))
-    after = run_passes(graph, [bound(quantize_weights, mode="int8-weight"), eliminate_dead_code], verify_each=True)
+    after = run_passes(graph, [bind(quantize_weights, quantize="int8-weight"), eliminate_dead_code], verify_each=True)
     assert_ir(str(after), """
         graph @f(%x: f32[8,16]) {
           %w_int8 = constant : i8[16,32]

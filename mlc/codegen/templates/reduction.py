@@ -5,19 +5,30 @@ index rows (``xindex``), the reduced dims index ``rindex``. A value is either fu
 ``F``) or per row; per-row values are read only at their own row, which the index check in
 ``reduction_value`` enforces. In the looped form each reduction is a loop over ``RBLOCK``
 chunks that recomputes its pointwise producers; full-shaped outputs get one last loop.
+
+Launch sizes: ``(rows, elements per row)``; ``params["persistent"]`` says whether a row is one
+block (no loop).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 
-from ..ir.graph import Graph, Node
-from ..ir.ops import REDUCTIONS
-from ..ir.types import normalize_dim
-from . import indexing as ix
-from .compile import next_pow2
-from .kernel import (TL_DTYPE, CodegenError, KernelSource, _header, _is_literal, _module, _symbols, _Writer,
-                     compute_dtype, kernel_name)
+from ...cost import GPU, blocks_per_sm, config_time
+from ...ir.graph import Graph, Node
+from ...ir.ops import REDUCTIONS
+from ...ir.types import normalize_dim
+from .. import indexing as ix
+from ..compile import next_pow2
+from ..source import KernelSource
+from ..writer import TL_DTYPE, CodegenError, KernelWriter, check_ops, compute_dtype, is_literal, kernel_name, \
+    kernel_symbols
+from .base import INTERPRET_MAX_BLOCK, Template
+
+PERSISTENT_LIMIT = 4096  # a row of at most this many elements stays in registers
 
 
 def _reduced_dims(node: Node) -> tuple[int, ...]:
@@ -31,7 +42,7 @@ def _reduced_dims(node: Node) -> tuple[int, ...]:
     return tuple(range(x.rank)) if not dims else tuple(sorted({normalize_dim(d, x.rank) for d in dims}))
 
 
-class _ReductionWriter(_Writer):
+class _ReductionWriter(KernelWriter):
     def __init__(self, body: Graph, full_shape, dims, persistent: bool):
         super().__init__(body)
         self.F, self.D, self.persistent = full_shape, dims, persistent
@@ -140,7 +151,7 @@ class _ReductionWriter(_Writer):
             self.line(f"r{k} = {e}")
 
 
-def generate_reduction(body: Graph, reductions: list[Node], persistent_limit: int) -> KernelSource:
+def _generate(body: Graph, reductions: list[Node], persistent_limit: int) -> KernelSource:
     first = reductions[0]
     F, D = first.inputs[0].type.shape, _reduced_dims(first)
     for r in reductions[1:]:
@@ -185,17 +196,67 @@ def generate_reduction(body: Graph, reductions: list[Node], persistent_limit: in
         for k, v in full:
             idx = ix.reshape(w.full_index(), F, v.type.shape)
             val = w.emit(v, idx)
-            offset = ix.ravel(idx, v.type.shape)
-            w.line(f"tl.store(out{k}_ptr + {offset}, {_store(w, val, v.type, '[XBLOCK, RBLOCK]')}, mask=xmask & rmask)")
-    symbols = _symbols(body)
+            w.store(k, idx, v.type.shape, _store(w, val, v.type, '[XBLOCK, RBLOCK]'), "xmask & rmask")
+    symbols = kernel_symbols(body)
     name = kernel_name(body)
-    args, strides, sig = _header(name, w, "reduction", [str(s) for s in symbols] + ["xnumel", "rnumel"])
-    source = _module(name, w, args, strides, ["XBLOCK", "RBLOCK"])
-    return KernelSource(name, "reduction", source, args + strides, sig, symbols, X, R, persistent,
-                        input_strided=[sorted(s) for s in w.strided])
+    source, args, sig = w.finish(name, [str(s) for s in symbols] + ["xnumel", "rnumel"], list(REDUCTION.meta))
+    return KernelSource(name, REDUCTION.name, source, args, sig, symbols, (X, R), {"persistent": persistent},
+                        input_strided=w.input_strides())
 
 
-def _store(w: _Writer, val: str, t, shape: str) -> str:
-    if _is_literal(val):
+def _store(w: KernelWriter, val: str, t, shape: str) -> str:
+    if is_literal(val):
         return f"tl.full({shape}, {val}, {TL_DTYPE[t.dtype]})"
     return w.convert(val, t.dtype) if w.dtypes.get(val) != t.dtype else val
+
+
+class Reduction(Template):
+    name = "reduction"
+    meta = ("XBLOCK", "RBLOCK")
+
+    def takes(self, body: Graph) -> bool:
+        return any(n.op in REDUCTIONS for n in body.nodes)
+
+    def generate(self, body: Graph, *, persistent_limit: int, interpret: bool) -> KernelSource:
+        check_ops(body)
+        return _generate(body, [n for n in body.nodes if n.op in REDUCTIONS], persistent_limit)
+
+    def fixed_config(self, ks: KernelSource, sizes: tuple, interpret: bool) -> dict:
+        numel, rnumel = sizes
+        if ks.params["persistent"]:
+            rblock = next_pow2(rnumel)  # the whole row: the kernel has no loop
+        else:
+            rblock = min(next_pow2(rnumel), 4096 if interpret else 1024)
+        budget = INTERPRET_MAX_BLOCK if interpret else 4096
+        xblock = max(1, min(next_pow2(numel), budget // rblock))
+        if not interpret:
+            xblock = min(xblock, 8)
+        return {"XBLOCK": xblock, "RBLOCK": rblock, "num_warps": 4 if rblock * xblock <= 2048 else 8}
+
+    def space(self, ks: KernelSource, sizes: tuple, level: str) -> list[dict]:
+        big = level == "max"
+        if ks.params["persistent"]:
+            rblocks = [next_pow2(sizes[1])]
+        else:
+            rblocks = [256, 512, 1024, 2048, 4096] if big else [512, 1024, 2048]
+        xblocks = [1, 2, 4, 8, 16, 32] if big else [1, 2, 4, 8]
+        warps = [1, 2, 4, 8, 16] if big else [4, 8]
+        return [{"XBLOCK": x, "RBLOCK": r, "num_warps": w} for x, r, w in itertools.product(xblocks, rblocks, warps)
+                if big or (w == 8) == (x * r >= 4096)]
+
+    def clip(self, ks: KernelSource, cfg: dict, sizes: tuple) -> dict:
+        c = {**cfg, "XBLOCK": min(cfg["XBLOCK"], next_pow2(sizes[0]))}
+        if not ks.params["persistent"]:
+            c["RBLOCK"] = max(16, min(c["RBLOCK"], next_pow2(sizes[1])))
+        return c
+
+    def modeled_time(self, ks: KernelSource, body: Graph, cfg: dict, sizes: tuple, nbytes: float, flops: float,
+                     gpu: GPU, registers: int, shared: int) -> float:
+        per_program = cfg["XBLOCK"] * min(cfg["RBLOCK"], max(sizes[1], 1))
+        total = max(sizes[0] * sizes[1], 1)
+        return config_time(gpu, programs=math.ceil(sizes[0] / cfg["XBLOCK"]),
+                           resident=blocks_per_sm(gpu, cfg["num_warps"], registers, shared), nbytes=nbytes,
+                           flops=flops, in_flight=per_program * nbytes / total)
+
+
+REDUCTION = Reduction()

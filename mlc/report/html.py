@@ -9,12 +9,13 @@ fused and links to its source. All text from the report goes through ``html.esca
 from __future__ import annotations
 
 import html
+
 import networkx as nx
 
-from .cost import GPUS, bound, launch_time
-from .explain import GraphReport, KernelReport, Report, format_config, format_grid, fused_ops, pass_counts
-from .ir.graph import Graph, Node
-from .ir.ops import OPS, Category
+from ..cost import GPUS, bound, launch_time
+from ..ir.graph import Graph, Node
+from ..ir.ops import OPS, Category
+from .data import GraphReport, KernelReport, Report, format_config, format_grid, fused_ops, pass_counts
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #1f2328; padding: 0 16px; }
@@ -244,11 +245,20 @@ def _kernel(k: KernelReport, i: int) -> str:
              ("grid", format_grid(k.grid) if k.grid else "- (no call seen, or run through ATen)"),
              (f"config ({k.target})", format_config(k.config)), ("tuning", k.tuning or "not recorded"),
              ("bytes", f"{k.bytes:,}"), ("FLOPs", f"{k.flops:,}")]
+    if k.fallback:
+        facts.append(("fallback", f"runs through the reference executor (safety net): {k.fallback}"))
     facts += [(f"{n} (modeled)", f"{_us(k.time(n))} us, {k.bound(n)}-bound") for n in GPUS]
     dl = "".join(f"<tr><th class=\"t\">{_e(a)}</th><td class=\"t\">{_e(b)}</td></tr>" for a, b in facts)
     return (f'<section id="kernel-{i}"><h3>kernel {i}: <code>{_e(k.name)}</code></h3><table>{dl}</table>'
             f"<details open><summary>Triton source</summary><pre>{_e(k.source)}</pre></details>"
             f"<details><summary>region IR</summary><pre>{_e(k.ir)}</pre></details></section>")
+
+
+def _fallbacks(g, kernels) -> str:
+    items = [f"<li><code>{_e(f)}</code> runs through ATen</li>" for f in sorted(set(g.fallbacks))]
+    items += [f'<li class="net">fallback: kernel <code>{_e(k.name)}</code> runs through the reference executor '
+              f"(safety net): {_e(k.fallback)}</li>" for k in kernels if k.fallback]
+    return "<ul>" + "".join(items) + "</ul>" if items else "<p>none: every op is an mlc op</p>"
 
 
 def render(report: Report, gpu: str = "H100") -> str:
@@ -275,9 +285,7 @@ def render(report: Report, gpu: str = "H100") -> str:
                   "<h3>Fusion</h3><ul>" + "".join(f"<li>fused: <code>{_e(s)}</code></li>" for s in report.fusions(g))
                   + "".join(f"<li>layout: <code>{_e(k.name)}</code>: {_e(note)}</li>" for k in kernels for note in k.layout)
                   + "".join(f"<li>{_e(n)}</li>" for n in g.notes) + "</ul>",
-                  "<h3>Fallbacks</h3>" + ("<ul>" + "".join(f"<li><code>{_e(f)}</code></li>"
-                                                          for f in sorted(set(g.fallbacks))) + "</ul>"
-                                          if g.fallbacks else "<p>none: every op is an mlc op</p>"),
+                  "<h3>Fallbacks</h3>" + _fallbacks(g, kernels),
                   "<h3>Launches</h3>", _launches(report, g, ids, gpu),
                   "<h3>Kernels</h3>", *(_kernel(k, ids[id(k)]) for k in kernels)]
     eager_rows = [[f"<code>{_e(name)}</code>", f"{b / 1e6:.3f}", f"{f / 1e9:.4f}", _us(launch_time(b, f, gpu)),

@@ -11,9 +11,9 @@ from typing import Any, Sequence
 import sympy
 import torch
 
-from ..ir.graph import Graph, Value
-from ..ir.ops import OPS
-from ..ir.types import SymType, TensorType
+from .graph import Graph, Value
+from .ops import OPS
+from .types import SymType, TensorType
 
 
 def bind_symbols(graph: Graph, args: Sequence[Any]) -> dict[sympy.Symbol, int]:

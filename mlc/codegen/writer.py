@@ -1,13 +1,9 @@
-"""Triton source for a fused region: the pointwise and the reduction template.
+"""The code writer every kernel template shares (``KernelWriter``), and its vocabulary.
 
-A region is a small ``Graph`` (the body of a ``kernel`` node). Every value is computed at
-symbolic indices (see ``indexing``), starting from the outputs:
-
-- pointwise: one program handles ``BLOCK_SIZE`` elements of the outputs' common numel;
-- reduction: all reductions reduce the same dims of the same shape; a program handles
-  ``XBLOCK`` rows and walks the reduced dims in ``RBLOCK`` chunks, either once
-  (persistent: the row fits in one block) or in a loop per reduction (looped), recomputing
-  the reduction's pointwise producers instead of storing them.
+A region is a small ``Graph`` (the body of a ``kernel`` node). The writer computes any of
+its values at symbolic indices (see ``indexing``): loads through strides and views, casts,
+pointwise arithmetic from ``TRITON_EXPR``, gathers and ``cat``. The templates in
+``templates/`` decide the loops and the stores around it.
 
 Arithmetic on fp16/bf16 values runs in fp32 registers; values are rounded only where the
 graph converts (``convert``) and where they are stored.
@@ -17,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
 
 import sympy
 import torch
@@ -27,17 +22,10 @@ from ..ir.ops import OPS, REDUCTIONS, Category, promote
 from ..ir.types import TensorType, free_symbols, normalize_dim
 from . import indexing as ix
 from .exprs import GELU, HELPERS, POW_BY_CONSTANT, TRITON_EXPR
+from .source import CodegenError
 
 
-class CodegenError(Exception):
-    """The region cannot be written as one kernel (the fusion pass then splits it)."""
-
-
-# Names in generated code that are blocks: tile offsets and masks, per-dim tile indices
-# (x0, r1) and block constructors. An expression with none of them (nor a block variable)
-# is one value.
-_TILE_NAMES = {"offs", "mask", "xindex", "xmask", "rindex", "rmask", "roffset", "arange", "full", "zeros",
-               "offs_m", "offs_n", "offs_k", "kk", "c_mask"}  # the last: the matmul template's tiles
+# Per-dim tile indices (x0, r1) and accumulators are blocks too (see KernelWriter.is_scalar).
 _TILE_DIM = re.compile(r"[xr]\d+|acc\d*|accumulator")
 
 TL_DTYPE = {
@@ -58,25 +46,30 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-@dataclass
-class KernelSource:
-    """Everything needed to compile and launch one generated kernel."""
+class KernelWriter:
+    """Writes one kernel's body: the code every template shares.
 
-    name: str
-    kind: str  # "pointwise" | "reduction"
-    source: str  # a whole Python module
-    arg_names: list[str]  # runtime arguments in order (constexprs excluded)
-    signature: dict[str, str]  # Triton types of the runtime arguments, for ahead-of-time compiles
-    symbols: list[sympy.Symbol]  # size symbols passed as arguments
-    numel: sympy.Expr | int  # pointwise: elements; reduction: rows
-    rnumel: sympy.Expr | int | None = None  # reduction: elements per row
-    persistent: bool = False
-    input_strided: list[list[int]] = field(default_factory=list)  # dims whose stride each input passes
-    mnk: tuple | None = None  # matmul: (M, N, K, batch) sizes
-    layout: list[str] = field(default_factory=list)  # layout decisions: operands read or results written transposed
+    A template makes one (or a subclass), writes its own lines around the values it needs,
+    then calls ``finish``:
 
+    - ``line(text)`` appends a statement at the current ``indent``;
+    - ``emit(value, idx)`` returns the name (or literal) of ``value`` at the symbolic index
+      ``idx`` (one index expression per dim, see ``indexing``), writing the loads and the
+      arithmetic it needs once per (value, index, mask); inputs are loaded under ``mask``
+      (and ``cond``, a branch of ``cat``), fp16/bf16 values are computed in fp32;
+    - ``var(prefix, expr, dtype)`` names an expression; ``convert``/``cast`` change dtypes;
+    - ``finish(name, sizes, meta)`` returns the module's source, its runtime argument names
+      and their Triton signature: pointers (``in{k}_ptr``, ``out{k}_ptr``), ``sizes``, the
+      strides the loads used (``in{k}_stride{d}``), then the ``meta`` constexprs.
 
-class _Writer:
+    A template whose code has tile names of its own lists them in ``tile_names``; one that
+    computes some values itself (a reduction's result, a matmul's accumulator) overrides
+    ``_emit`` or ``reduction_value``.
+    """
+
+    tile_names = frozenset({"offs", "mask", "xindex", "xmask", "rindex", "rmask", "roffset", "arange", "full",
+                            "zeros"})
+
     def __init__(self, body: Graph):
         self.body = body
         self.lines: list[str] = []
@@ -107,7 +100,7 @@ class _Writer:
 
     def is_scalar(self, expr: str) -> bool:
         """Is ``expr`` one value rather than a block: does it use no tile index, mask or block var?"""
-        return not any(n in _TILE_NAMES or _TILE_DIM.fullmatch(n) or (n in self.dtypes and n not in self.scalars)
+        return not any(n in self.tile_names or _TILE_DIM.fullmatch(n) or (n in self.dtypes and n not in self.scalars)
                        for n in re.findall(r"[A-Za-z_]\w*", expr))
 
     def convert(self, v: str, dtype: torch.dtype) -> str:
@@ -119,7 +112,7 @@ class _Writer:
 
     def cast(self, v: str, dtype: torch.dtype) -> str:
         dtype = compute_dtype(dtype)
-        if self.dtypes.get(v, dtype) == dtype or _is_literal(v):
+        if self.dtypes.get(v, dtype) == dtype or is_literal(v):
             return v
         if dtype == torch.bool:
             return f"({v} != 0)"
@@ -142,7 +135,7 @@ class _Writer:
         if op in REDUCTIONS:
             return self.reduction_value(node, idx)
         if op == "full":
-            return _literal(a["value"], t.dtype)
+            return literal(a["value"], t.dtype)
         if op == "arange":
             dt = compute_dtype(t.dtype)
             return self.var("tmp", f"({a['start']} + {idx[0]} * {a['step']})", dt) if dt.is_floating_point else \
@@ -268,10 +261,10 @@ class _Writer:
             expr = args[0]
             # Bounds as literals of the compute dtype: an infinite bound is float('-inf'), not inf.
             if a["min"] is not None:
-                lo = _literal(a["min"], cd)
+                lo = literal(a["min"], cd)
                 expr = f"tl.where({expr} < {lo}, {lo}, {expr})"
             if a["max"] is not None:
-                hi = _literal(a["max"], cd)
+                hi = literal(a["max"], cd)
                 expr = f"tl.where({expr} > {hi}, {hi}, {expr})"
         elif op == "div":
             expr = self._div(args, cd, a["rounding_mode"])
@@ -299,17 +292,54 @@ class _Writer:
         exp_node = node.inputs[1].node
         if exp_node.op == "full" and exp_node.attrs["value"] in POW_BY_CONSTANT:
             base = args[0]
-            if _is_literal(base):  # a constant base becomes a 0-d tensor: the forms use .shape, tl.sqrt
+            if is_literal(base):  # a constant base becomes a 0-d tensor: the forms use .shape, tl.sqrt
                 base = self.var("tmp", f"tl.full([], {base}, {TL_DTYPE[compute_dtype(node.types[0].dtype)]})",
                                 compute_dtype(node.types[0].dtype))
             return POW_BY_CONSTANT[exp_node.attrs["value"]].format(base)
         raise CodegenError("pow with an exponent that is not a small constant needs libdevice")
 
+    def finish(self, name: str, sizes: list[str], meta: list[str]) -> tuple[str, list[str], dict[str, str]]:
+        """(module source, runtime argument names, their Triton types) of the kernel written so far.
+
+        Arguments come grouped as the Triton tutorials write them: pointers, then ``sizes``
+        (the size symbols and the template's launch sizes), then the strides the loads used,
+        then the ``meta`` constexprs.
+        """
+        body = self.body
+        ptrs = [f"in{k}_ptr" for k in range(len(body.inputs))] + [f"out{k}_ptr" for k in range(len(body.outputs))]
+        strides = [f"in{k}_stride{d}" for k in range(len(body.inputs)) for d in sorted(self.strided[k])]
+        sig = {f"in{k}_ptr": "*" + _PTR_TYPE[n.types[0].dtype] for k, n in enumerate(body.inputs)}
+        sig.update({f"out{k}_ptr": "*" + _PTR_TYPE[v.type.dtype] for k, v in enumerate(body.outputs)})
+        sig.update({s: "i64" if "stride" in s else "i32" for s in sizes + strides})
+        head = ["import triton", "import triton.language as tl", "", ""]
+        for h in sorted(self.helpers):
+            head += [HELPERS[h], ""]
+        groups = [ptrs, sizes, strides, [f"{m}: tl.constexpr" for m in meta]]
+        params = ",\n    ".join(", ".join(g) for g in groups if g)
+        source = "\n".join(head + ["@triton.jit", f"def {name}(", f"    {params},", "):"] + self.lines) + "\n"
+        return source, ptrs + sizes + strides, sig
+
+    def store(self, k: int, idx: list[str], shape, value: str, mask: str):
+        """Store ``value`` into output ``k`` (of ``shape``) at ``idx``, under ``mask``.
+
+        ``tl.store`` broadcasts the value and the mask to the pointer's shape, never the pointer
+        to theirs: an offset that leaves out a tile axis (a size-1 dim is indexed by 0: an
+        ``[M, 1]`` result, a matmul with ``M = 1``) is widened to the mask's shape first.
+        """
+        offset = ix.ravel(idx, shape)
+        if "0" in idx or self.is_scalar(offset):
+            offset = f"{offset} + ({mask}) * 0"
+        self.line(f"tl.store(out{k}_ptr + {offset}, {value}, mask={mask})")
+
+    def input_strides(self) -> list[list[int]]:
+        """Per input, the dims whose stride the kernel takes as an argument."""
+        return [sorted(s) for s in self.strided]
+
     def reduction_value(self, node: Node, idx: list[str]) -> str:
         raise CodegenError(f"reduction '{node.op}' in a pointwise kernel")
 
 
-def _is_literal(v: str) -> bool:
+def is_literal(v: str) -> bool:
     try:
         float(v.replace("float('", "").replace("')", ""))
         return True
@@ -317,7 +347,7 @@ def _is_literal(v: str) -> bool:
         return v in ("True", "False")
 
 
-def _literal(value, dtype: torch.dtype) -> str:
+def literal(value, dtype: torch.dtype) -> str:
     if isinstance(value, sympy.Expr):  # a size used as a number: the symbols are kernel arguments
         code = ix.size(value)
         return f"{code}.to({TL_DTYPE[compute_dtype(dtype)]})" if dtype.is_floating_point else code
@@ -329,25 +359,8 @@ def _literal(value, dtype: torch.dtype) -> str:
     return str(int(value))
 
 
-# --------------------------------------------------------------------------------------
-# Templates
-# --------------------------------------------------------------------------------------
-
-def _header(name: str, w: _Writer, kind: str, sizes: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
-    body = w.body
-    ptrs = [f"in{k}_ptr" for k in range(len(body.inputs))] + [f"out{k}_ptr" for k in range(len(body.outputs))]
-    strides = [f"in{k}_stride{d}" for k in range(len(body.inputs)) for d in sorted(w.strided[k])]
-    sig = {}
-    for k, n in enumerate(body.inputs):
-        sig[f"in{k}_ptr"] = "*" + _PTR_TYPE[n.types[0].dtype]
-    for k, v in enumerate(body.outputs):
-        sig[f"out{k}_ptr"] = "*" + _PTR_TYPE[v.type.dtype]
-    for s in sizes + strides:
-        sig[s] = "i64" if "stride" in s else "i32"
-    return ptrs + sizes, strides, sig
-
-
 def kernel_name(body: Graph) -> str:
+    """A name that says what the kernel computes: ``fused_`` and its first six ops."""
     ops = []
     for n in body.nodes:
         if n.op not in ops and n.op != "copy" and OPS[n.op].category not in (Category.VIEW, Category.CREATION):
@@ -355,7 +368,8 @@ def kernel_name(body: Graph) -> str:
     return "fused_" + "_".join(ops[:6] or ["copy"]) + ("_etc" if len(ops) > 6 else "")
 
 
-def _symbols(body: Graph) -> list[sympy.Symbol]:
+def kernel_symbols(body: Graph) -> list[sympy.Symbol]:
+    """The size symbols a region's types use: the kernel takes each as an argument."""
     syms = set()
     for n in (*body.inputs, *body.nodes):
         for t in n.types:
@@ -365,81 +379,10 @@ def _symbols(body: Graph) -> list[sympy.Symbol]:
     return sorted(syms, key=str)
 
 
-
-def generate(body: Graph, persistent_limit: int = 4096, interpret: bool = False) -> KernelSource:
-    """Triton source for a region; raises ``CodegenError`` if it is not one kernel.
-
-    ``interpret``: the kernel is for Triton's CPU interpreter, whose bf16 ``tl.dot`` is wrong
-    (triton 3.9), so bf16 matmul tiles are multiplied in fp32 there.
-    """
-    ks = _generate(body, persistent_limit, interpret)
-    return replace(ks, layout=read_layouts(body) + ks.layout)
-
-
-def read_layouts(body: Graph) -> list[str]:
-    """The inputs a kernel reads through a permute: transposes that no copy kernel materializes."""
-    users = body.users()
-    return [f"in{k} {node.types[0]} read through permute {list(u.attrs['dims'])} (no copy)"
-            for k, node in enumerate(body.inputs) for u in users[node] if u.op == "permute"]
-
-
-def _generate(body: Graph, persistent_limit: int, interpret: bool) -> KernelSource:
-    reductions = [n for n in body.nodes if n.op in REDUCTIONS]
-    matmuls = [n for n in body.nodes if n.op in ("mm", "bmm")]
-    if matmuls:
-        from .matmul import generate_matmul
-
-        if reductions:
-            raise CodegenError("a matmul and a reduction in one kernel")
-        return generate_matmul(body, matmuls, interpret)
+def check_ops(body: Graph) -> None:
+    """Raise ``CodegenError`` unless every op of ``body`` has Triton code and it has an output."""
     for n in body.nodes:
         if n.op not in CODEGEN_OPS:
             raise CodegenError(f"no Triton code for '{n.op}'")
     if not body.outputs:
         raise CodegenError("a kernel needs an output")
-    if reductions:
-        from .reduction import generate_reduction
-
-        return generate_reduction(body, reductions, persistent_limit)
-    return _generate_pointwise(body)
-
-
-def _generate_pointwise(body: Graph) -> KernelSource:
-    numel = ix.product(body.outputs[0].type.shape)
-    for v in body.outputs:
-        if ix.product(v.type.shape) != numel:
-            raise CodegenError("outputs of a pointwise kernel must have the same number of elements")
-    w = _Writer(body)
-    name = kernel_name(body)
-    w.line("pid = tl.program_id(0)")
-    w.line("offs = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)")
-    w.line("mask = offs < xnumel")
-    stores = []
-    for k, v in enumerate(body.outputs):
-        val = w.emit(v, ix.unravel("offs", v.type.shape))
-        stores.append((k, val, v.type))
-    w.line("")
-    for k, val, t in stores:
-        w.line(f"tl.store(out{k}_ptr + offs, {_store_value(w, val, t)}, mask=mask)")
-    symbols = _symbols(body)
-    args, strides, sig = _header(name, w, "pointwise", [str(s) for s in symbols] + ["xnumel"])
-    source = _module(name, w, args, strides, ["BLOCK_SIZE"])
-    return KernelSource(name, "pointwise", source, args + strides, sig, symbols, numel,
-                        input_strided=[sorted(s) for s in w.strided])
-
-
-def _store_value(w: _Writer, val: str, t: TensorType) -> str:
-    if _is_literal(val):
-        val = f"tl.full([BLOCK_SIZE], {val}, {TL_DTYPE[compute_dtype(t.dtype)]})"
-    return w.convert(val, t.dtype) if w.dtypes.get(val, t.dtype) != t.dtype or "tl.full" in val else val
-
-
-def _module(name: str, w: _Writer, args: list[str], strides: list[str], meta: list[str]) -> str:
-    head = ["import triton", "import triton.language as tl", "", ""]
-    for h in sorted(w.helpers):
-        head += [HELPERS[h], ""]
-    groups = [[a for a in args if a.endswith("_ptr")], [a for a in args if not a.endswith("_ptr")], strides,
-              [f"{m}: tl.constexpr" for m in meta]]  # pointers, sizes, strides, meta-parameters
-    params = ",\n    ".join(", ".join(g) for g in groups if g)
-    sig = ["@triton.jit", f"def {name}(", f"    {params},", "):"]
-    return "\n".join(head + sig + w.lines) + "\n"
