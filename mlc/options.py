@@ -49,10 +49,7 @@ OPTIONS = [
            "`\"default\"` on a GPU and `\"off\"` in the interpreter; see "
            "[Caching and autotuning](#caching-and-autotuning)",
            choices=("auto", "off", "default", "max"), env="MLC_AUTOTUNE"),
-    Option("strict", bool, False,
-           "let a kernel that fails to generate, compile or launch raise its error; by default (the safety net) "
-           "its region runs through the reference executor instead, with a warning naming the kernel, and "
-           "`mlc.explain` lists it as a `fallback`. The test suite runs strict", env="MLC_STRICT"),
+    _of_pass("strict", env="MLC_STRICT"),
     Option("fuel", (int, type(None)), None,
            "let only the first N optimization decisions of each compiled graph happen (each fusion merge, "
            "simplify rule, fold, CSE merge, precision or storage change counts one; the rest are refused), "
@@ -78,7 +75,7 @@ class Options:
     precision: str = PASS_OPTIONS["precision"].default
     quantize: str | None = PASS_OPTIONS["quantize"].default
     autotune: str = "auto"
-    strict: bool = False
+    strict: bool = PASS_OPTIONS["strict"].default
     fuel: int | None = None
     cache: bool = True
     mode: str = "default"

@@ -8,6 +8,8 @@ symbols, which kernels receive as arguments) into code.
 
 from __future__ import annotations
 
+import re
+
 import sympy
 
 from ..ir.types import Dim
@@ -79,7 +81,9 @@ def _unravel(flat: str, shape) -> list[str]:
 
 def ravel(idx: list[str], shape) -> str:
     known = _UNRAVELED.get((tuple(idx), tuple(shape)))
-    if known is not None:
+    # Only where the index is written in terms of that flat name: an all-zero index (a
+    # one-element shape) says nothing of it, and another kernel may have no such name.
+    if known is not None and re.search(rf"\b{re.escape(known)}\b", " ".join(idx)):
         return known
     terms = []
     for k, (i, d) in enumerate(zip(idx, shape)):
@@ -106,6 +110,8 @@ def reshape(idx: list[str], out_shape, in_shape) -> list[str]:
     match is correct, so when symbolic sizes make the grouping unclear this falls back to
     raveling the whole index.
     """
+    if any(d == 0 for d in (*out_shape, *in_shape)):
+        return ["0"] * len(in_shape)  # no element is ever read: any index does (and sizes do not divide)
     out: list[str] = []
     i, n, m = 0, len(out_shape), len(in_shape)
     j = 0

@@ -319,15 +319,16 @@ class KernelWriter:
         source = "\n".join(head + ["@triton.jit", f"def {name}(", f"    {params},", "):"] + self.lines) + "\n"
         return source, ptrs + sizes + strides, sig
 
-    def store(self, k: int, idx: list[str], shape, value: str, mask: str):
+    def store(self, k: int, idx: list[str], shape, value: str, mask: str, axes: tuple[str, ...]):
         """Store ``value`` into output ``k`` (of ``shape``) at ``idx``, under ``mask``.
 
         ``tl.store`` broadcasts the value and the mask to the pointer's shape, never the pointer
-        to theirs: an offset that leaves out a tile axis (a size-1 dim is indexed by 0: an
-        ``[M, 1]`` result, a matmul with ``M = 1``) is widened to the mask's shape first.
+        to theirs. ``axes`` are patterns of the names that index each axis of the tile (the
+        matmul's ``offs_m`` and ``offs_n``); an offset that leaves one out (a size-1 dim is
+        indexed by 0, a ``[1, N]`` result read as ``[N]``) is widened to the mask's shape.
         """
         offset = ix.ravel(idx, shape)
-        if "0" in idx or self.is_scalar(offset):
+        if not all(re.search(axis, offset) for axis in axes):
             offset = f"{offset} + ({mask}) * 0"
         self.line(f"tl.store(out{k}_ptr + {offset}, {value}, mask={mask})")
 

@@ -21,6 +21,8 @@ with nothing to fuse stays an ATen call (cuBLAS on a GPU). Fallbacks are never f
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import replace
 
 import networkx as nx
@@ -31,6 +33,7 @@ from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
+from .manager import PassOption, pass_options
 
 
 def _fusible(node: Node) -> bool:
@@ -67,8 +70,9 @@ def _casts_on_load(graph: Graph, inlined: set[Node]) -> set[Node]:
 
 
 class _Regions:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, strict: bool = False):
         self.graph = graph
+        self.strict = strict
         self.pos = {n: i for i, n in enumerate(graph.nodes)}
         self.users = graph.users()
         self.outputs = set(graph.outputs)
@@ -165,6 +169,12 @@ class _Regions:
             generate(self.body(nodes)[0])
         except CodegenError as e:
             return str(e)
+        except Exception as e:  # noqa: BLE001 - a code generator bug: the region is not fused, never a crash
+            if self.strict:
+                raise
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            _warn_codegen_bug(why)
+            return f"code generation failed ({why}), a bug in mlc"
         return None
 
     def try_merge(self, ids: list[int], extra: list[Node]) -> bool:
@@ -191,8 +201,22 @@ class _Regions:
 _NO_FUEL = "out of fuel (mlc.ir.fuel: a budget of optimization decisions was spent)"
 
 
-def fuse(graph: Graph) -> Graph:
-    r = _Regions(graph)
+@functools.lru_cache(maxsize=None)
+def _warn_codegen_bug(why: str):
+    warnings.warn(f"mlc: generating a kernel failed ({why}); those ops are not fused (they run through torch). "
+                  f"This is a bug in mlc: please report it (strict=True or MLC_STRICT=1 raises the error instead)",
+                  stacklevel=5)
+
+
+STRICT = PassOption("strict", bool, False,
+                    "let a kernel that fails to generate, compile or launch raise its error; by default (the safety "
+                    "net) its ops run unfused, or its region through the reference executor, with a warning naming "
+                    "it, and `mlc.explain` lists it as a `fallback`. The test suite runs strict")
+
+
+@pass_options(STRICT)
+def fuse(graph: Graph, strict: bool = STRICT.default) -> Graph:
+    r = _Regions(graph, strict)
     for node in graph.nodes:
         if r.inlinable(node):
             continue

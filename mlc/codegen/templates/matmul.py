@@ -153,7 +153,7 @@ def _generate(body: Graph, matmuls: list[Node], interpret: bool) -> KernelSource
             val = f"tl.full((BLOCK_SIZE_M, BLOCK_SIZE_N), {val}, {TL_DTYPE[v.type.dtype]})"
         elif w.dtypes.get(val) != v.type.dtype:
             val = w.convert(val, v.type.dtype)
-        w.store(k, idx, v.type.shape, val, "c_mask")
+        w.store(k, idx, v.type.shape, val, "c_mask", (r"\boffs_m\b", r"\boffs_n\b"))
     symbols = kernel_symbols(body)
     name = kernel_name(body)
     source, args, sig = w.finish(name, [str(s) for s in symbols] + ["M", "N", "K"], list(MATMUL.meta))

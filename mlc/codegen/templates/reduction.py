@@ -196,7 +196,8 @@ def _generate(body: Graph, reductions: list[Node], persistent_limit: int) -> Ker
         for k, v in full:
             idx = ix.reshape(w.full_index(), F, v.type.shape)
             val = w.emit(v, idx)
-            w.store(k, idx, v.type.shape, _store(w, val, v.type, '[XBLOCK, RBLOCK]'), "xmask & rmask")
+            w.store(k, idx, v.type.shape, _store(w, val, v.type, '[XBLOCK, RBLOCK]'), "xmask & rmask",
+                    (r"\b(x\d+|xindex)\b", r"\b(r\d+|rindex)\b"))
     symbols = kernel_symbols(body)
     name = kernel_name(body)
     source, args, sig = w.finish(name, [str(s) for s in symbols] + ["xnumel", "rnumel"], list(REDUCTION.meta))
