@@ -18,6 +18,7 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 from . import cache
 from .frontend.decompositions import decompositions
 from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
+from .frontend.partition import SavedActivations, partition
 from .ir import fuel
 from .ir.graph import Graph
 from .options import Options, make_options
@@ -37,7 +38,8 @@ class CompiledGraph:
     op by op, with a warning.
 
     ``cache`` says whether the whole-graph cache held it: ``"hit"`` or ``"miss: <why>"``;
-    ``compile_seconds`` is the time mlc spent on it (after AOT autograd).
+    ``compile_seconds`` is the time mlc spent on it (after AOT autograd); ``saved``, for a forward
+    graph, what it saves for the backward (``frontend.partition.SavedActivations``).
     """
 
     def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord], opts: Options,
@@ -52,6 +54,7 @@ class CompiledGraph:
         self.last_args = None
         self.cache = "miss: not looked up"
         self.compile_seconds = 0.0
+        self.saved: SavedActivations | None = None
         if opts.interpret or _on_gpu(graph):
             self.plan = Plan(graph, interpret=opts.interpret, autotune=opts.autotune, sources=sources,
                              strict=opts.strict)
@@ -98,6 +101,7 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
         warnings.warn(f"mlc: quantize={opts.quantize!r} leaves graph {name} unquantized: it needs frozen "
                       f"weights, and {why}", stacklevel=2)
     compiled = _compile_cached(graph, imported.output_spec, name, opts, records)
+    compiled.saved = gm.meta.get("mlc_saved")  # a forward graph: what it saves for the backward
     compiled.compile_seconds = time.perf_counter() - start
     if on_compile is not None:
         on_compile(imported.graph, compiled)
@@ -246,6 +250,7 @@ def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = Non
         fw_compiler=compiler("forward"),
         bw_compiler=compiler("backward"),
         inference_compiler=inference_compiler,
+        partition_fn=functools.partial(partition, precision=opts.precision),
         decompositions=decompositions(),
     )(gm, example_inputs)
 

@@ -1,0 +1,146 @@
+"""The forward/backward split: what the forward saves for the backward, and what it recomputes.
+
+AOT autograd traces one joint graph and a partitioner cuts it in two. mlc uses PyTorch's
+min-cut rematerialization partitioner (``min_cut_rematerialization_partition``, the one
+Inductor uses) rather than a partitioner of its own on mlc's IR: it already solves the
+problem as a max-flow min-cut over the joint FX graph, with a view of what is cheap to
+recompute that is mlc's too (pointwise ops, views and reductions, which mlc fuses into the
+backward's kernels; never matmuls, convolutions, attention or random ops), and it runs
+before import, where the cut can still change what the two graphs exchange. Written again
+on mlc's IR it would have to rebuild AOT autograd's bookkeeping of saved tensors.
+
+Two guarantees on top: the forward never saves more bytes than the default partitioner's
+(which saves every intermediate the backward reads; the smaller of the two is used), and
+with ``precision`` ``"bf16"``/``"fp16"`` the fp32 activations saved for the backward cross
+over in that type (the forward casts before it returns them, the backward casts back as it
+reads them), as narrow_storage does for tensors between kernels. What was saved, in what
+type, and what the min cut recomputed instead is ``SavedActivations``, on the forward graph
+module's ``meta["mlc_saved"]`` for ``mlc.explain``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+
+LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class SavedActivations:
+    """The tensors one forward graph saves for its backward.
+
+    Activations are what the forward computes and keeps alive for the backward; graph inputs
+    it saves (parameters, the user's inputs, views of them) cost no memory of their own and
+    are listed apart.
+    """
+
+    names: list[str]  # saved activations, in the order the forward returns them
+    bytes: int  # what they take, in the type they are saved in
+    default_bytes: int  # the activations the default partitioner would have saved
+    inputs: list[str] = field(default_factory=list)  # saved graph inputs (and views of them)
+    recomputed: list[str] = field(default_factory=list)  # saved by the default, recomputed by the min cut
+    narrowed: list[str] = field(default_factory=list)  # saved in the lower precision type
+    partitioner: str = "min-cut"  # or "default" when the min cut would have saved more
+
+    def __str__(self) -> str:
+        text = (f"{len(self.names)} activation(s), {self.bytes / 1e6:.3f} MB saved for backward ({self.partitioner} "
+                f"partitioner; the default saves {self.default_bytes / 1e6:.3f} MB)")
+        if self.recomputed:
+            text += f"; recomputed in backward instead: {', '.join(self.recomputed)}"
+        if self.narrowed:
+            text += f"; stored in the lower precision: {', '.join(self.narrowed)}"
+        if self.inputs:
+            text += f"; also saved, at no cost: {len(self.inputs)} graph input(s) or views of them"
+        return text
+
+
+_VIEWS = {"view", "_unsafe_view", "reshape", "t", "permute", "transpose", "expand", "slice", "select", "alias",
+          "unsqueeze", "squeeze", "as_strided"}
+
+
+def _is_input(node: torch.fx.Node) -> bool:
+    """A graph input, or a view of one: saving it keeps nothing alive that was not already."""
+    while node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in _VIEWS:
+        node = node.args[0]
+    return node.op == "placeholder"
+
+
+def _saved(fw: torch.fx.GraphModule, num_fwd_outputs: int) -> list[torch.fx.Node]:
+    (output,) = fw.graph.find_nodes(op="output")
+    return [n for n in output.args[0][num_fwd_outputs:] if isinstance(n, torch.fx.Node)]
+
+
+def _activations(fw: torch.fx.GraphModule, num_fwd_outputs: int) -> list[torch.fx.Node]:
+    return [n for n in _saved(fw, num_fwd_outputs) if not _is_input(n)]
+
+
+def _nbytes(node: torch.fx.Node) -> int:
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return 0
+    numel = val.numel()
+    numel = numel.node.hint if isinstance(numel, torch.SymInt) and numel.node.hint is not None else numel
+    try:
+        return int(numel) * val.element_size()
+    except TypeError:  # a size with no hint: count it as one element per symbol
+        return val.element_size()
+
+
+def partition(joint_module: torch.fx.GraphModule, joint_inputs, *, num_fwd_outputs: int,
+              precision: str = "default", **kwargs) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
+    """AOT autograd's ``partition_fn``: the min cut, never saving more than the default."""
+    fallback = copy.deepcopy(joint_module)
+    fw, bw = min_cut_rematerialization_partition(joint_module, joint_inputs, num_fwd_outputs=num_fwd_outputs,
+                                                 **kwargs)
+    dfw, dbw = default_partition(fallback, joint_inputs, num_fwd_outputs=num_fwd_outputs, **kwargs)
+    saved, default_saved = _activations(fw, num_fwd_outputs), _activations(dfw, num_fwd_outputs)
+    used = "min-cut"
+    if sum(map(_nbytes, saved)) > sum(map(_nbytes, default_saved)):
+        fw, bw, saved, used = dfw, dbw, default_saved, "default"
+    kept = {n.name for n in saved}
+    narrowed = _narrow_saved(fw, bw, num_fwd_outputs, LOW[precision]) if precision in LOW else []
+    fw.meta["mlc_saved"] = SavedActivations(
+        [n.name for n in saved], sum(map(_nbytes, _activations(fw, num_fwd_outputs))), sum(map(_nbytes, default_saved)),
+        [n.name for n in _saved(fw, num_fwd_outputs) if _is_input(n)],
+        [n.name for n in default_saved if n.name not in kept], narrowed, used)
+    return fw, bw
+
+
+def _narrow_saved(fw: torch.fx.GraphModule, bw: torch.fx.GraphModule, num_fwd_outputs: int,
+                  low: torch.dtype) -> list[str]:
+    """Save the forward's fp32 activations in ``low``: cast in the forward before returning them,
+    back to fp32 in the backward where it reads them. Returns the names of those narrowed."""
+    (output,) = fw.graph.find_nodes(op="output")
+    outs = list(output.args[0])
+    user_outputs = {id(n) for n in outs[:num_fwd_outputs]}
+    placeholders = bw.graph.find_nodes(op="placeholder")
+    by_name = {p.name: p for p in placeholders}
+    narrowed = []
+    for k in range(num_fwd_outputs, len(outs)):
+        node = outs[k]
+        val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+        # A saved tensor that is also a user output crosses once; it keeps the user's dtype.
+        if not isinstance(val, torch.Tensor) or val.dtype != torch.float32 or id(node) in user_outputs \
+                or _is_input(node):  # an input or its view is alive anyway: a narrow copy would cost memory
+            continue
+        placeholder = by_name.get(node.name)
+        if placeholder is None:
+            continue
+        with fw.graph.inserting_before(output):
+            cast = fw.graph.call_function(torch.ops.prims.convert_element_type.default, (node, low))
+        cast.meta["val"] = val.to(low)
+        outs[k] = cast
+        with bw.graph.inserting_after(placeholders[-1]):
+            back = bw.graph.call_function(torch.ops.prims.convert_element_type.default, (placeholder, torch.float32))
+        back.meta["val"] = val
+        placeholder.replace_all_uses_with(back, delete_user_cb=lambda user: user is not back)
+        placeholder.meta["val"] = val.to(low)
+        narrowed.append(node.name)
+    output.args = (tuple(outs),)
+    fw.recompile()
+    bw.recompile()
+    return narrowed

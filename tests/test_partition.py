@@ -1,0 +1,79 @@
+"""The forward/backward split (``mlc.frontend.partition``): the min cut saves less than the
+default partitioner, never more, and bf16 saves activations in bf16 with gradients in tolerance."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mlc
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, d=32, h=88):
+        super().__init__()
+        self.w1, self.w3, self.w2 = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False), nn.Linear(h, d, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, d=32):
+        super().__init__()
+        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def train_step(model_cls, **options):
+    torch.manual_seed(0)
+    model = model_cls()
+    eager = model_cls()
+    eager.load_state_dict(model.state_dict())
+    x = torch.randn(2, 8, 32)
+    seen = []
+    backend = functools.partial(mlc.mlc_backend, options={"interpret": True, **options},
+                                _on_compile=lambda imported, compiled: seen.append(compiled))
+    out = torch.compile(model, backend=backend)(x.clone().requires_grad_())
+    out.float().square().mean().backward()
+    eager(x.clone()).float().square().mean().backward()
+    (forward,) = [c for c in seen if c.saved is not None]
+    grads = {n: (p.grad, dict(eager.named_parameters())[n].grad) for n, p in model.named_parameters()}
+    return forward.saved, grads
+
+
+def test_the_min_cut_recomputes_what_the_default_partitioner_saves():
+    saved, grads = train_step(LlamaMLP)
+    assert saved.partitioner == "min-cut" and saved.recomputed
+    assert saved.bytes < saved.default_bytes  # silu(x @ w1) * (x @ w3) is recomputed, not stored
+    for got, want in grads.values():
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_bytes_never_exceed_the_default_partitioners():
+    saved, _ = train_step(GPT2MLP)
+    assert saved.bytes <= saved.default_bytes
+    assert "saved for backward" in str(saved) and "graph input" in str(saved)
+
+
+@pytest.mark.parametrize("precision,low,tol", [("bf16", torch.bfloat16, 2e-2), ("fp16", torch.float16, 4e-3)])
+def test_low_precision_saves_activations_in_that_type(precision, low, tol):
+    full, _ = train_step(GPT2MLP)
+    saved, grads = train_step(GPT2MLP, precision=precision)
+    assert saved.narrowed and set(saved.narrowed) <= set(saved.names)
+    assert saved.bytes == full.bytes // 2  # every saved activation was fp32
+    for got, want in grads.values():  # against the fp32 model: the documented tolerance
+        assert (got - want).abs().max() <= tol * want.abs().max()
