@@ -55,8 +55,14 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: cores)")
     parser.add_argument("--no-strict", action="store_true", help="safety net on: a failing kernel runs by reference")
     parser.add_argument("--shrink", type=int, default=60, help="runs spent shrinking each kind of failure")
-    parser.add_argument("--json", metavar="FILE", help="write every result to FILE")
+    parser.add_argument("--json", metavar="FILE", help="write every result to FILE at the end")
+    parser.add_argument("--jsonl", metavar="FILE", help="append each result to FILE as it comes (one JSON a line)")
+    parser.add_argument("--summary", metavar="FILE", help="only summarize the results in a --jsonl FILE")
     args = parser.parse_args(argv)
+    if args.summary:
+        with open(args.summary) as f:
+            results = [json.loads(line) for line in f if line.strip()]
+        return _report(results, args, seconds=sum(r["seconds"] for r in results), options={"strict": True})
     options = {"strict": not args.no_strict}
     seeds = list(range(args.start, args.start + args.n))
     chunk = 25
@@ -65,17 +71,27 @@ def main(argv=None) -> int:
     results: list[dict] = []
     from tqdm import tqdm
 
+    sink = open(args.jsonl, "a") if args.jsonl else None
     with ProcessPoolExecutor(args.jobs) as pool, tqdm(total=len(seeds), unit="program", file=sys.stderr) as bar:
         for part in pool.map(_run_chunk, chunks):
             results.extend(part)
             bar.update(len(part))
-    seconds = time.perf_counter() - start
+            if sink is not None:
+                sink.write("".join(json.dumps(r) + "\n" for r in part))
+                sink.flush()
+    if sink is not None:
+        sink.close()
+    return _report(results, args, time.perf_counter() - start, options)
+
+
+def _report(results: list[dict], args, seconds: float, options: dict) -> int:
+    """Print the counts, the kinds of failure and the smallest program of each."""
     counts = collections.Counter(r["outcome"] for r in results)
     caught = sum(1 for r in results if any("reference executor" in w for w in r["warnings"]))
-    print(f"{len(results)} programs (seeds {args.start}..{args.start + args.n - 1}), {seconds:.0f} s, "
-          f"strict={not args.no_strict}")
+    seeds = sorted(r["seed"] for r in results)
+    print(f"{len(results)} programs (seeds {seeds[0]}..{seeds[-1]}), {seconds:.0f} s, strict={options['strict']}")
     print("  " + ", ".join(f"{k}: {counts.get(k, 0)}" for k in ("ok", "wrong", "crash", "invalid")))
-    if args.no_strict:
+    if not options["strict"]:
         print(f"  kernels caught by the safety net in {caught} program(s)")
     kinds = collections.defaultdict(list)
     for r in results:
