@@ -20,7 +20,6 @@ module's ``meta["mlc_saved"]`` for ``mlc.explain``.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -93,10 +92,11 @@ def _nbytes(node: torch.fx.Node) -> int:
 def partition(joint_module: torch.fx.GraphModule, joint_inputs, *, num_fwd_outputs: int,
               precision: str = "default", **kwargs) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
     """AOT autograd's ``partition_fn``: the min cut, never saving more than the default."""
-    fallback = copy.deepcopy(joint_module)
+    # The default first: it only tags nodes, where the min cut rewrites the joint graph (its
+    # CSE, DCE). (A deep copy is no way out: the graph's FakeTensor metadata cannot be copied.)
+    dfw, dbw = default_partition(joint_module, joint_inputs, num_fwd_outputs=num_fwd_outputs, **kwargs)
     fw, bw = min_cut_rematerialization_partition(joint_module, joint_inputs, num_fwd_outputs=num_fwd_outputs,
                                                  **kwargs)
-    dfw, dbw = default_partition(fallback, joint_inputs, num_fwd_outputs=num_fwd_outputs, **kwargs)
     saved, default_saved = _activations(fw, num_fwd_outputs), _activations(dfw, num_fwd_outputs)
     used = "min-cut"
     if sum(map(_nbytes, saved)) > sum(map(_nbytes, default_saved)):
