@@ -4,7 +4,8 @@ The test suite runs kernels in Triton's CPU interpreter, which accepts code that
 compiler rejects (a scalar where a block is needed, mismatched ``tl.where`` branches, ...).
 Here every kernel goes through Triton's real NVIDIA pipeline (TTIR -> TTGIR -> LLVM -> PTX)
 for a chosen compute capability, and the wheel's ``ptxas -v`` reports what the kernel costs
-on that GPU: registers per thread, bytes spilled to local memory, shared memory.
+on that GPU: registers per thread, bytes spilled to local memory, shared memory; beside them
+the kernel's source lines and how long the compile took (Triton's pipeline and ptxas).
 
 ``mlc aot-check`` (``mlc.cli.aot_check``) runs this over the kernels of the model zoo.
 """
@@ -17,6 +18,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -48,6 +50,8 @@ class AotResult:
     spill_loads: int = 0  # bytes
     stack: int = 0  # bytes of stack frame
     shared: int = 0  # bytes: Triton's dynamic shared memory plus any static
+    lines: int = 0  # of the kernel's Triton source (the whole module)
+    seconds: float = 0.0  # the compile: Triton's pipeline to PTX, then ptxas
     ok: bool = False
     error: str | None = None
     origins: list[str] = field(default_factory=list)  # which graphs produced the kernel
@@ -62,7 +66,7 @@ class AotResult:
             return f"{self.name:40} sm_{self.arch}  FAILED  {first_line(self.error)}{where}"
         spill = f"{self.spill_stores}/{self.spill_loads} B" if self.spills else "0"
         return (f"{self.name:40} sm_{self.arch}  regs {self.registers:3}  spills {spill:9}  "
-                f"smem {self.shared:6}  [{self.hash}]")
+                f"smem {self.shared:6}  lines {self.lines:4}  compile {self.seconds:5.2f} s  [{self.hash}]")
 
 
 def first_line(text: str | None) -> str:
@@ -165,7 +169,8 @@ def compile_for_gpu(ks: KernelSource, arch: int, config: dict | None = None) -> 
     from triton.compiler import ASTSource
 
     config = dict(config or aot_config(ks))
-    res = AotResult(ks.name, arch, kernel_id(ks), ks.kind, config)
+    res = AotResult(ks.name, arch, kernel_id(ks), ks.kind, config, lines=len(ks.source.splitlines()))
+    start = time.perf_counter()
     try:
         fn = load_kernel(ks, interpret=False)
         constexprs = {k: v for k, v in config.items() if k not in LAUNCH_OPTIONS}
@@ -184,6 +189,8 @@ def compile_for_gpu(ks: KernelSource, arch: int, config: dict | None = None) -> 
     except Exception as e:  # noqa: BLE001 - any compiler failure is the kernel's result
         res.error = f"{type(e).__name__}: {e}"
         return res
+    finally:
+        res.seconds = time.perf_counter() - start
     res.registers, res.stack = stats["registers"], stats["stack"]
     res.spill_stores, res.spill_loads = stats["spill_stores"], stats["spill_loads"]
     res.shared = int(getattr(compiled.metadata, "shared", 0) or 0) + stats["shared"]

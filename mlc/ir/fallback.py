@@ -1,4 +1,10 @@
-"""Calling an ATen op by name: how fallback (``aten``) nodes run."""
+"""Calling an ATen op by name: how fallback (``aten``) nodes run, and what runs them.
+
+A fallback node calls a PyTorch operator by its name, ``namespace.op.overload``: one of
+PyTorch's own (``aten``, ``prims``: an *ATen op*), or one defined with ``torch.library``
+in any other namespace (``mylib::op``, ``transformers::...``: a *custom op*). Warnings and
+``mlc.explain`` name each by what it is (``fallback_kind``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,21 @@ import functools
 import torch
 
 from .graph import Operand
+
+
+ATEN_NAMESPACES = ("aten", "prims")
+
+
+def fallback_kind(target: str) -> str:
+    """``"ATen op"`` for PyTorch's own operators, ``"custom op"`` for one defined with
+    ``torch.library`` (any other namespace)."""
+    return "ATen op" if target.split(".", 1)[0] in ATEN_NAMESPACES else "custom op"
+
+
+def custom_op_name(target: str) -> str:
+    """``mylib.twice.default`` -> ``mylib::twice``: a custom op as ``torch.library`` names it."""
+    namespace, op = target.split(".")[:2]
+    return f"{namespace}::{op}"
 
 
 @functools.lru_cache(maxsize=None)

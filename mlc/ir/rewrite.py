@@ -4,7 +4,8 @@ A rule is ``(op, fn)``: for each node of that op, ``fn(node, *inputs)`` returns
 
 - ``None``: the rule does not apply;
 - a ``Value`` already in the new graph (usually one of ``inputs``, or a value behind them);
-- ``make(op, *inputs, **attrs)``: a new node, whose type the driver infers from the op table.
+- ``make(op, *inputs, **attrs)``: a new node, whose type the driver infers from the op table;
+  an input may itself be a ``make(...)`` (``make("view", make("convert", x, dtype=...), ...)``).
 
 ``node`` is the node with its inputs already rewritten, so a rule reads producers through
 ``inputs[i].node``. The driver applies a replacement only when its type is exactly the
@@ -30,11 +31,11 @@ class Make:
     """A node a rule asks for: built by the driver, typed by the op table."""
 
     op: str
-    inputs: tuple[Value, ...]
+    inputs: tuple["Value | Make", ...]
     attrs: dict[str, Any]
 
 
-def make(op: str, *inputs: Value, **attrs) -> Make:
+def make(op: str, *inputs: "Value | Make", **attrs) -> Make:
     return Make(op, inputs, attrs)
 
 
@@ -100,17 +101,35 @@ def _apply(b: GraphBuilder, node: Node, by_op: dict[str, list[Callable]], depth:
         if result is None or not fuel.consume(lambda: f"rewrite: {node.op} by {_rule_name(fn)}"):
             continue
         if isinstance(result, Make):
-            try:
-                types = infer_types(result.op, [v.type for v in result.inputs], result.attrs)
-            except InferError:
+            inner: list[Node] = []
+            made = _typed(result, inner)
+            if made is None or len(made.types) != 1 or not made.types[0].same_value_type(node.types[0]):
                 continue
-            if len(types) != 1 or not types[0].same_value_type(node.types[0]):
-                continue
-            made = Node(result.op, result.inputs, result.attrs, types)
+            for n in inner:  # the nodes of nested makes, offered to the rules on the next sweep
+                b.append(n)
             return _apply(b, made, by_op, depth + 1) or b.append(made).out
         if result.type.same_value_type(node.types[0]):
             return result
     return None
+
+
+def _typed(m: Make, inner: list[Node]) -> Node | None:
+    """The node ``m`` asks for, typed by the op table (None if it rejects it); the nodes of
+    the makes among its inputs go to ``inner``, in order."""
+    inputs = []
+    for v in m.inputs:
+        if isinstance(v, Make):
+            n = _typed(v, inner)
+            if n is None or len(n.types) != 1:
+                return None
+            inner.append(n)
+            v = n.out
+        inputs.append(v)
+    try:
+        types = infer_types(m.op, [v.type for v in inputs], m.attrs)
+    except InferError:
+        return None
+    return Node(m.op, inputs, m.attrs, types)
 
 
 def _rule_name(fn: Callable) -> str:

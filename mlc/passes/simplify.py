@@ -7,7 +7,14 @@ broadcasts ``x`` to a bigger shape, or promotes it to another dtype, stays as it
 
 Every identity holds bit for bit, with one exception taken from compilers that do the same
 (Inductor's ``remove_no_ops``): ``x + 0 -> x`` turns ``-0.0 + 0.0``, which is ``+0.0``,
-into ``-0.0``. Nothing but a sign test or a division by the zero can tell.
+into ``-0.0``. Nothing but a sign test or a division by the zero can tell. A sum or mean of
+one element is ``0 + x`` and keeps ``-0.0`` the same way.
+
+A reduction with one element to reduce (over size-1 dims, or of a 0-d tensor) is no
+reduction: it becomes a copy of its input reshaped (cast as the reduction casts), which fuses
+like any pointwise op, or what it gives for one element (``argmax``: 0; ``var``: ``x - x``,
+0 or nan, and nan when the correction leaves no degree of freedom, as torch gives). A copy,
+not a view: the result is a new tensor, as in eager, never the input itself.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from ..ir.graph import Graph, Node, Value
+from ..ir.ops import reduced_dims
 from ..ir.rewrite import is_scalar, make, rewrite
 from ..ir.types import TensorType
 
@@ -91,6 +99,42 @@ def _where_constant(node: Node, c: Value, a: Value, b: Value):
     return a if is_scalar(c, True) else b if is_scalar(c, False) else None
 
 
+def _one_element(node: Node, x: Value) -> bool:
+    """Does each result of this reduction reduce exactly one element of ``x`` (static sizes)?"""
+    if not isinstance(x.type, TensorType):
+        return False
+    return all(x.type.shape[d] == 1 for d in reduced_dims(node.op, x.type, node.attrs))
+
+
+def reduce_one_element(node: Node, x: Value):
+    """sum, mean, prod, amax, amin, any, all of one element -> x reshaped, in the result's dtype
+    (a copy, or the cast: sum of i32 is i64, any is x != 0)."""
+    if not _one_element(node, x):
+        return None
+    out = node.types[0]
+    reshaped = make("view", x, shape=out.shape)
+    return make("copy", reshaped) if out.dtype == x.type.dtype else make("convert", reshaped, dtype=out.dtype)
+
+
+def var_of_one_element(node: Node, x: Value):
+    """var of one element -> (x - x) / (1 - correction): 0, or nan for inf and nan; and nan
+    everywhere when the correction is 1 or more (0 / 0, as torch gives)."""
+    if not _one_element(node, x):
+        return None
+    out = node.types[0]
+    if node.attrs["correction"] >= 1:
+        return make("full", shape=out.shape, value=float("nan"), dtype=out.dtype, device=out.device)
+    return make("view", make("sub", x, x), shape=out.shape)
+
+
+def arg_of_one_element(node: Node, x: Value):
+    """argmax, argmin of one element -> 0."""
+    if not _one_element(node, x):
+        return None
+    out = node.types[0]
+    return make("full", shape=out.shape, value=0, dtype=out.dtype, device=out.device)
+
+
 RULES_SIMPLIFY = [
     ("mul", lambda n, x, y: x if is_scalar(y, 1) else None),                     # x*1 -> x
     ("mul", lambda n, x, y: y if is_scalar(x, 1) else None),                     # 1*x -> x
@@ -115,6 +159,16 @@ RULES_SIMPLIFY = [
     ("convert", drop_lossless_cast),                                             # lossless cast∘cast -> cast
     ("convert", convert_scalar),                                                 # convert(full(v)) -> full(v)
     ("where", _where_constant),                                                  # where(true, a, b) -> a
+    ("sum", reduce_one_element),                                                 # sum of one element -> copy of x
+    ("mean", reduce_one_element),                                                # mean of one element -> copy of x
+    ("prod", reduce_one_element),                                                # prod of one element -> copy of x
+    ("amax", reduce_one_element),                                                # amax of one element -> copy of x
+    ("amin", reduce_one_element),                                                # amin of one element -> copy of x
+    ("any", reduce_one_element),                                                 # any of one element -> x != 0
+    ("all", reduce_one_element),                                                 # all of one element -> x != 0
+    ("var", var_of_one_element),                                                 # var of one element -> x - x, or nan
+    ("argmax", arg_of_one_element),                                              # argmax of one element -> 0
+    ("argmin", arg_of_one_element),                                              # argmin of one element -> 0
 ]
 
 

@@ -109,10 +109,11 @@ graph @matmul_epilogue(%a: f16[64,32], %b: f16[32,48], %bias: f16[48]) {
 """
 N_CASES = CASES.count("graph @")
 
-# "fused_add_clamp    sm_80  regs  32  spills 0          smem      0  [a87e3ba42212d62d]"
-ROW = re.compile(r"^(\w+)\s+sm_(\d+)\s+regs\s+(\d+)\s+spills (\d+|\d+/\d+ B)\s+smem\s+(\d+)\s+\[([0-9a-f]{16})\]$")
+# "fused_add_clamp    sm_80  regs  32  spills 0          smem      0  lines   31  compile  0.21 s  [a87e3ba42212d62d]"
+ROW = re.compile(r"^(\w+)\s+sm_(\d+)\s+regs\s+(\d+)\s+spills (\d+|\d+/\d+ B)\s+smem\s+(\d+)\s+"
+                 r"lines\s+(\d+)\s+compile\s+(\d+\.\d+) s\s+\[([0-9a-f]{16})\](  OVER BUDGET: .*)?$")
 SUMMARY = re.compile(r"^aot-check: (\d+) kernels x (\d+) archs \(.*\): "
-                     r"(\d+) compiled, (\d+) failed, (\d+) with spills$")
+                     r"(\d+) compiled, (\d+) failed, (\d+) with spills, (\d+) over budget$")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -144,8 +145,10 @@ def test_hand_written_kernels_compile_for_sm80_and_sm90(tmp_path, capsys):
     # Cross-warp reductions and the matmul's pipelined tiles go through shared memory.
     assert shared["fused_convert_amax_sub_exp_sum_div", 80] > 0 and shared["fused_mm_add_relu", 90] > 0
     assert len(summary) == 1 and summary[0], out
-    n_kernels, n_archs, compiled, failed, _ = map(int, summary[0].groups())
-    assert (n_kernels, n_archs, compiled, failed) == (N_CASES, 2, 2 * N_CASES, 0)
+    n_kernels, n_archs, compiled, failed, _, over = map(int, summary[0].groups())
+    assert (n_kernels, n_archs, compiled, failed, over) == (N_CASES, 2, 2 * N_CASES, 0, 0)
+    # Beside registers: each kernel's source lines and compile time.
+    assert all(int(r.group(6)) > 10 and float(r.group(7)) > 0 and r.group(9) is None for r in rows), out
     assert re.search(r"^sm_80: \d+ compiled, 0 failed, registers \d+-\d+, ", out, re.M)
 
 
@@ -153,8 +156,8 @@ def test_one_model_forward_and_backward(capsys):
     code, out, err, rows, summary = aot_check(capsys, "--models", "mlp", "--quick", "--arch", "80,90")
     assert code == 0, out + err
     assert all(rows) and rows and all(int(r.group(3)) > 0 for r in rows), out
-    n_kernels, _, compiled, failed, _ = map(int, summary[0].groups())
-    assert failed == 0 and compiled == 2 * n_kernels
+    n_kernels, _, compiled, failed, _, over = map(int, summary[0].groups())
+    assert failed == 0 and compiled == 2 * n_kernels and over == 0
     names = {r.group(1) for r in rows}
     assert any("gelu" in n for n in names) and any("sum" in n for n in names), names  # forward, and bias grads
 
@@ -187,7 +190,7 @@ def test_spills_are_measured_and_summarized():
     assert f"spills {r.spill_stores}/{r.spill_loads} B" in r.line()
     lines = aot_cli.summary([r])
     assert any(ln.startswith("spills: fused_amax_sub_exp_sum_div") and "sm_80" in ln for ln in lines)
-    assert lines[-1].endswith("1 compiled, 0 failed, 1 with spills")
+    assert lines[-1].endswith("1 compiled, 0 failed, 1 with spills, 0 over budget")
 
 
 def test_a_kernel_that_does_not_compile_fails_the_check(tmp_path, capsys, monkeypatch):
@@ -203,7 +206,21 @@ def test_a_kernel_that_does_not_compile_fails_the_check(tmp_path, capsys, monkey
     code, out, err, _, summary = aot_check(capsys, "--ir", "unused.mlc", "--arch", "90")
     assert code == 1
     assert "fused_exp" in out and "FAILED" in out
-    assert summary[0].groups() == ("1", "1", "0", "1", "0")
+    assert summary[0].groups() == ("1", "1", "0", "1", "0", "0")
+
+
+def test_kernels_over_the_budget_are_flagged_but_do_not_fail(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "k.mlc"
+    f.write_text(CASES.split("\n\n")[1])  # int_math: about 30 lines
+    monkeypatch.setattr(aot_cli, "LINES_BUDGET", 20)
+    code, out, err, rows, summary = aot_check(capsys, "--ir", str(f), "--arch", "90")
+    assert code == 0, out + err
+    (row,) = rows
+    assert row.group(9) == f"  OVER BUDGET: {row.group(6)} source lines (budget 20)", out
+    assert re.search(rf"^over budget: {row.group(1)} \[{row.group(8)}\] sm_90: {row.group(6)} source lines", out, re.M)
+    assert summary[0].groups()[-1] == "1"
+    r = aot.AotResult("k", 90, lines=10, seconds=aot_cli.SECONDS_BUDGET + 1, ok=True)
+    assert aot_cli.over_budget(r) == [f"{r.seconds:.1f} s to compile (budget {aot_cli.SECONDS_BUDGET:g} s)"]
 
 
 @pytest.mark.parametrize("args,message", [

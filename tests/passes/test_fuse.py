@@ -1,8 +1,14 @@
 """The fusion pass, as IR text in and IR text (or checked lines) out."""
 
+import inspect
 import textwrap
+import time
 
+import pytest
+import torch
 from torch.testing import FileCheck
+
+import mlc
 
 from mlc.ir import parse, verify
 from mlc.passes import eliminate_dead_code, fuse, run_passes
@@ -166,3 +172,121 @@ def test_fused_graph_round_trips_and_matches_the_reference():
     assert str(parse(text)) == text
     xs = example_inputs(g)
     torch.testing.assert_close(run_reference(f, xs), run_reference(g, xs))
+
+
+# --- the inlining budget: kernels stay linear in their regions ---------------------------------
+
+# A Hillis-Steele prefix sum over 16 elements, four levels of slices and cats. Each level reads
+# the last one at two offsets and in two cat branches: in one kernel the first level would be
+# written at 16 (offset, branch) pairs. Within the budget, two levels fit one kernel.
+SCAN_16 = """
+    graph @scan(%x: f32[2,16]) {
+      %a1 = slice(%x) {dim=1, start=1} : f32[2,15]
+      %b1 = slice(%x) {dim=1, end=15} : f32[2,15]
+      %s1 = add(%a1, %b1) : f32[2,15]
+      %h1 = slice(%x) {dim=1, end=1} : f32[2,1]
+      %x1 = cat(%h1, %s1) {dim=1} : f32[2,16]
+      %a2 = slice(%x1) {dim=1, start=2} : f32[2,14]
+      %b2 = slice(%x1) {dim=1, end=14} : f32[2,14]
+      %s2 = add(%a2, %b2) : f32[2,14]
+      %h2 = slice(%x1) {dim=1, end=2} : f32[2,2]
+      %x2 = cat(%h2, %s2) {dim=1} : f32[2,16]
+      %a3 = slice(%x2) {dim=1, start=4} : f32[2,12]
+      %b3 = slice(%x2) {dim=1, end=12} : f32[2,12]
+      %s3 = add(%a3, %b3) : f32[2,12]
+      %h3 = slice(%x2) {dim=1, end=4} : f32[2,4]
+      %x3 = cat(%h3, %s3) {dim=1} : f32[2,16]
+      %a4 = slice(%x3) {dim=1, start=8} : f32[2,8]
+      %b4 = slice(%x3) {dim=1, end=8} : f32[2,8]
+      %s4 = add(%a4, %b4) : f32[2,8]
+      %x4 = cat(%b4, %s4) {dim=1} : f32[2,16]
+      return %x4
+    }"""
+
+
+def test_a_value_the_kernel_would_copy_too_often_is_read_from_memory():
+    g = fused(SCAN_16)
+    assert_ir(str(g), """
+        graph @scan(%x: f32[2,16]) {
+          %0 = kernel @fused_add_cat(%x) : f32[2,16] {
+            %a1 = slice(%x) {dim=1, start=1} : f32[2,15]
+            %b1 = slice(%x) {dim=1, end=15} : f32[2,15]
+            %s1 = add(%a1, %b1) : f32[2,15]
+            %h1 = slice(%x) {dim=1, end=1} : f32[2,1]
+            %x1 = cat(%h1, %s1) {dim=1} : f32[2,16]
+            %a2 = slice(%x1) {dim=1, start=2} : f32[2,14]
+            %b2 = slice(%x1) {dim=1, end=14} : f32[2,14]
+            %s2 = add(%a2, %b2) : f32[2,14]
+            %h2 = slice(%x1) {dim=1, end=2} : f32[2,2]
+            %x2 = cat(%h2, %s2) {dim=1} : f32[2,16]
+            yield %x2
+          }
+          %1 = kernel @fused_add_cat(%0) : f32[2,16] {
+            %a3 = slice(%0) {dim=1, start=4} : f32[2,12]
+            %b3 = slice(%0) {dim=1, end=12} : f32[2,12]
+            %s3 = add(%a3, %b3) : f32[2,12]
+            %h3 = slice(%0) {dim=1, end=4} : f32[2,4]
+            %x3 = cat(%h3, %s3) {dim=1} : f32[2,16]
+            %a4 = slice(%x3) {dim=1, start=8} : f32[2,8]
+            %b4 = slice(%x3) {dim=1, end=8} : f32[2,8]
+            %s4 = add(%a4, %b4) : f32[2,8]
+            %x4 = cat(%b4, %s4) {dim=1} : f32[2,16]
+            yield %x4
+          }
+          return %1
+        }""")
+    FileCheck().check("not inlined: cat + add -> cat: add f32[2,15] would be computed more than 4 times for its "
+                      "1 use(s) (budget: 4 per use)").run("\n".join(g.notes))
+
+
+def test_the_cost_model_counts_the_bytes_of_a_value_not_inlined(monkeypatch):
+    import importlib
+
+    from mlc.codegen.budget import Budget
+    from mlc.cost import graph_cost
+
+    split = graph_cost(fused(SCAN_16), {})
+    monkeypatch.setattr(importlib.import_module("mlc.passes.fuse"), "BUDGET", Budget(10 ** 6, 10 ** 6, 10 ** 6))
+    whole = graph_cost(fused(SCAN_16), {})
+    assert (whole.launches, split.launches) == (1, 2)
+    # The f32[2,16] between the two kernels: written once by the first, read once by the second.
+    assert split.bytes == whole.bytes + 2 * (2 * 16 * 4)
+
+
+def parallel_scan(x):
+    """A Hillis-Steele prefix sum: log2(n) levels of strided slices and cats."""
+    k = 1
+    while k < x.shape[1]:
+        x = torch.cat([x[:, :k], x[:, k:] + x[:, :-k]], dim=1)
+        k *= 2
+    return x
+
+
+def sequential_scan(a, b):
+    """A selective scan written out step by step, as the slow path of transformers' Mamba layer:
+    h_t = a_t * h_(t-1) + b_t, every step sliced out of the sequence and the states concatenated."""
+    h = torch.zeros_like(b[:, :1])
+    states = []
+    for t in range(a.shape[1]):
+        h = a[:, t:t + 1] * h + b[:, t:t + 1]
+        states.append(h)
+    return torch.cat(states, dim=1)
+
+
+@pytest.mark.parametrize("fn,lengths", [(parallel_scan, [8, 16, 32, 64, 128, 256]), (sequential_scan, [8, 16, 32])],
+                         ids=["parallel", "sequential"])
+def test_scans_of_slices_and_cats_grow_linearly_and_match_eager(fn, lengths):
+    lines = {}
+    for n in lengths:
+        inputs = [torch.rand(2, n) for _ in inspect.signature(fn).parameters]
+        start = time.perf_counter()
+        report = mlc.explain(fn, *inputs)  # the kernels run in the interpreter (tests/conftest.py)
+        seconds = time.perf_counter() - start
+        assert report.accuracy.max_rel <= 1e-6, (n, report.accuracy)
+        sources = [k.source for k in report.kernels]
+        lines[n] = sum(len(s.splitlines()) for s in sources)
+        print(f"{fn.__name__} n={n}: {len(sources)} kernels, {lines[n]} lines, {seconds:.2f} s")  # measured, not held
+    # Compile time follows the source: at most linear growth means no more lines per element
+    # at any length than at the shortest (quadratic growth made the 32-step scan 2159 lines).
+    for short, long in zip(lengths, lengths[1:]):
+        assert lines[long] / long <= lines[short] / short, lines

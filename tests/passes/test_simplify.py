@@ -62,9 +62,41 @@ CASES = [
      "%w = where(%c, %a, %x) : f32[4,8]\nreturn %w", IDENTITY),
     ("!!x -> x", "%a = logical_not(%x) : b8[4,8]\n%b = logical_not(%a) : b8[4,8]\nreturn %b", IDENTITY),
     ("~~x -> x", "%a = bitwise_not(%x) : i32[4,8]\n%b = bitwise_not(%a) : i32[4,8]\nreturn %b", IDENTITY),
+    # Reductions of one element (x: f32[4,1] below): a copy of x reshaped, never x itself.
+    ("sum of one element -> copy of x", "%y = sum(%x) {dims=[1]} : f32[4]\nreturn %y",
+     "%v = view(%x) {shape=[4]} : f32[4]\n%y = copy(%v) : f32[4]\nreturn %y"),
+    ("sum of one element -> copy of x (keepdim: no view)", "%y = sum(%x) {dims=[-1], keepdim=true} : f32[4,1]\nreturn %y",
+     "%y = copy(%x) : f32[4,1]\nreturn %y"),
+    ("sum of one element -> copy of x (i32 sums to i64)", "%y = sum(%x) {dims=[1]} : i64[4]\nreturn %y",
+     "%v = view(%x) {shape=[4]} : i32[4]\n%y = convert(%v) {dtype=i64} : i64[4]\nreturn %y"),
+    ("sum of one element -> copy of x (a 0-d tensor)", "%y = sum(%x) : f32[]\nreturn %y", "%y = copy(%x) : f32[]\nreturn %y"),
+    ("mean of one element -> copy of x", "%y = mean(%x) {dims=[1], keepdim=true} : f32[4,1]\nreturn %y",
+     "%y = copy(%x) : f32[4,1]\nreturn %y"),
+    ("prod of one element -> copy of x", "%y = prod(%x) {dims=[1], keepdim=true} : f32[4,1]\nreturn %y",
+     "%y = copy(%x) : f32[4,1]\nreturn %y"),
+    ("amax of one element -> copy of x", "%y = amax(%x) {dims=[0, 1], keepdim=true} : f32[1,1]\nreturn %y",
+     "%y = copy(%x) : f32[1,1]\nreturn %y"),
+    ("amin of one element -> copy of x", "%y = amin(%x) : f32[]\nreturn %y",
+     "%v = view(%x) {shape=[]} : f32[]\n%y = copy(%v) : f32[]\nreturn %y"),
+    ("any of one element -> x != 0", "%y = any(%x) {dims=[1]} : b8[4]\nreturn %y",
+     "%v = view(%x) {shape=[4]} : f32[4]\n%y = convert(%v) {dtype=b8} : b8[4]\nreturn %y"),
+    ("all of one element -> x != 0", "%y = all(%x) {dims=[1], keepdim=true} : b8[4,1]\nreturn %y",
+     "%y = convert(%x) {dtype=b8} : b8[4,1]\nreturn %y"),
+    ("var of one element -> x - x, or nan", "%y = var(%x) {dims=[1], correction=0} : f32[4]\nreturn %y",
+     "%d = sub(%x, %x) : f32[4,1]\n%y = view(%d) {shape=[4]} : f32[4]\nreturn %y"),
+    ("var of one element -> x - x, or nan (correction 1: 0 / 0)", "%y = var(%x) {dims=[1]} : f32[4]\nreturn %y",
+     "%y = full {shape=[4], value=nan, dtype=f32} : f32[4]\nreturn %y"),
+    ("argmax of one element -> 0", "%y = argmax(%x) {dim=1} : i64[4]\nreturn %y",
+     "%y = full {shape=[4], value=0, dtype=i64} : i64[4]\nreturn %y"),
+    ("argmin of one element -> 0", "%y = argmin(%x) {dim=-1, keepdim=true} : i64[4,1]\nreturn %y",
+     "%y = full {shape=[4, 1], value=0, dtype=i64} : i64[4,1]\nreturn %y"),
 ]
 ARGS = {"convert(full(v)) -> full(v)": "%x: f16[4,8]", "!!x -> x": "%x: b8[4,8]", "~~x -> x": "%x: i32[4,8]",
-        "lossless cast∘cast -> cast": "%x: f16[4,8]"}
+        "lossless cast∘cast -> cast": "%x: f16[4,8]",
+        **{c[0]: "%x: f32[4,1]" for c in CASES if " of one element " in c[0]},
+        "sum of one element -> copy of x (i32 sums to i64)": "%x: i32[4,1]",
+        "sum of one element -> copy of x (a 0-d tensor)": "%x: f32[]",
+        "amax of one element -> copy of x": "%x: f32[1,1]", "amin of one element -> copy of x": "%x: f32[1,1]"}
 
 
 @pytest.mark.parametrize("rule,before,after", CASES, ids=[c[0] for c in CASES])
@@ -101,6 +133,10 @@ NOT_SIMPLIFIED = [
     ("%a = slice(%x) {dim=1, start=1} : f32[4,7]\nreturn %a", "%x: f32[4,8]"),
     # x*2 is not x
     ("%two = full {shape=[], value=2.0, dtype=f32} : f32[]\n%y = mul(%x, %two) : f32[4,8]\nreturn %y", "%x: f32[4,8]"),
+    # a sum over a dim of 8, of no elements (a size-0 dim: zeros), over a symbolic size: reductions
+    ("%y = sum(%x) {dims=[1], keepdim=true} : f32[4,1]\nreturn %y", "%x: f32[4,8]"),
+    ("%y = sum(%x) {dims=[1]} : f32[4]\nreturn %y", "%x: f32[4,0]"),
+    ("%y = amax(%x) {dims=[1]} : f32[4]\nreturn %y", "%x: f32[4,s0]"),
 ]
 
 
@@ -122,3 +158,40 @@ def test_three_permutes_compose():
     got = simplified("%a = permute(%x) {dims=[1, 2, 0]} : f32[3,4,2]\n%b = permute(%a) {dims=[1, 2, 0]} : f32[4,2,3]\n"
                      "return %b", "%x: f32[2,3,4]")
     assert_ir(got, expect("%b = permute(%x) {dims=[2, 0, 1]} : f32[4,2,3]\nreturn %b", "%x: f32[2,3,4]"))
+
+
+@pytest.mark.filterwarnings("ignore:var.*degrees of freedom")
+def test_reductions_of_one_element_give_what_torch_gives():
+    import torch
+
+    from mlc.ir import parse
+    from mlc.ir.reference import run_reference
+
+    x = torch.tensor([[3.0], [-2.0], [float("inf")], [float("nan")]])
+    cases = [c for c in CASES if " of one element " in c[0] and ARGS[c[0]] == "%x: f32[4,1]"]
+    for rule, before, _ in cases:
+        graph = parse(expect(before, "%x: f32[4,1]"))
+        got, = run_reference(simplify(graph), [x])
+        want, = run_reference(graph, [x])  # torch's own reduction
+        torch.testing.assert_close(got, want, equal_nan=True, msg=rule)
+        assert got.data_ptr() != x.data_ptr(), rule  # a new tensor, as in eager
+
+
+def test_a_reduction_of_one_element_fuses_like_a_copy():
+    from mlc.passes import fuse
+
+    got = run_on_text("""
+        graph @router(%top: f32[8,1]) {
+          %s = sum(%top) {dims=[-1], keepdim=true} : f32[8,1]
+          %w = div(%top, %s) : f32[8,1]
+          return %w
+        }""", simplify, fuse, eliminate_dead_code)
+    assert_ir(got, """
+        graph @router(%top: f32[8,1]) {
+          %0 = kernel @fused_div(%top) : f32[8,1] {
+            %s = copy(%top) : f32[8,1]
+            %w = div(%top, %s) : f32[8,1]
+            yield %w
+          }
+          return %0
+        }""")
