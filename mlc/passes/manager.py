@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
 import re
 import time
@@ -27,6 +28,7 @@ from ..ir.graph import Graph
 from ..ir.verifier import verify
 
 Pass = Callable[[Graph], Graph]
+logger = logging.getLogger(__name__)  # "log" is run_passes' list of records
 
 _WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
@@ -192,6 +194,8 @@ def run_passes(graph: Graph, passes: Sequence[Pass], *, verify_each: bool = Fals
         if verify_each:
             verify(graph)
         records.append(PassRecord(p.__name__, ms, str(graph)))
+        logger.debug("graph %s: pass %s: %.1f ms, %d nodes, %d kernels", graph.name, p.__name__, ms, len(graph.nodes),
+                  graph.count("kernel"))
         _dump(dump_dir, graph, records)
     return graph
 

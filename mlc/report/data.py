@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cost import GPUS, Cost, bound, launch_time
+from ..ir.fallback import fallback_kind
 from ..ir.graph import Graph
 from ..ir.ops import OPS, Category
 from ..ir.parser import parse_graphs
+from ..options import Setting
 from ..passes import PassRecord
 
 
@@ -49,10 +51,23 @@ class GraphReport:
     ir: str  # after the last pass
     passes: list[PassRecord]
     notes: list[str]  # fusion decisions, e.g. why two neighbours were not fused
-    fallbacks: list[str]  # ATen ops run through PyTorch
+    fallbacks: list[str]  # fallback nodes' targets, ATen ops and custom ops, run by PyTorch
     cost: Cost
     graph: Graph  # the compiled graph itself (the HTML page draws it)
     cache: str | None = None  # the whole-graph cache: "hit" or "miss: <why>" (CompiledGraph.cache)
+    python_fallbacks: list[str] = field(default_factory=list)  # ops without Triton code (mlc's torch reference)
+    saved: str | None = None  # a forward graph of a training step: what it saves for the backward
+
+    def fallback_groups(self) -> list[tuple[str, list[str]]]:
+        """The graph's fallbacks by what runs them, each group headed by what it says: ATen ops,
+        custom ops (``torch.library``), Python-level fallbacks (ops without Triton code)."""
+        kinds = {f: fallback_kind(f) for f in self.fallbacks}
+        groups = [("runs through ATen", sorted(f for f, k in kinds.items() if k == "ATen op")),
+                  ("custom ops (torch.library), run by PyTorch",
+                   sorted(f for f, k in kinds.items() if k == "custom op")),
+                  ("Python-level fallbacks (no Triton code; mlc's torch reference runs them)",
+                   sorted(set(self.python_fallbacks)))]
+        return [(heading, names) for heading, names in groups if names]
 
 
 @dataclass(frozen=True)
@@ -101,8 +116,10 @@ class Report:
     graphs: list[GraphReport]
     kernels: list[KernelReport]
     eager: Cost
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was asked and not done (the CUDA graphs of a mode)
     accuracy: Accuracy | None = None  # the compiled outputs against eager's, on the example inputs
+    mode: str = "default"  # torch.compile's mode
+    settings: list[Setting] = field(default_factory=list)  # every option's value and what set it
 
     @property
     def launches(self) -> int:
@@ -156,36 +173,51 @@ class Report:
     def text(self, gpu: str = "H100") -> str:
         """The text summary, with per-launch times and roofs on ``gpu``."""
         lines = [f"mlc: {len(self.graphs)} graph(s), {len(self.kernels)} generated kernel(s), "
-                 f"{len(set(self.fallbacks))} fallback op(s)", ""]
+                 f"{len(set(self.fallbacks))} fallback op(s)"]
+        if self.settings:
+            lines.append(self.settings_line())
+        lines += self.notes + [""]
         lines += format_table(["", "launches", "MB moved", "GFLOP", *(f"{g} us" for g in GPUS)],
                               [[name, n, f"{b / 1e6:.3f}", f"{f / 1e9:.4f}", *(f"{s * 1e6:.1f}" for s in secs)]
                                for name, n, b, f, secs in self.summary_rows()])
         if self.accuracy is not None:
             lines += ["", f"error against eager: {self.accuracy}"]
         for g in self.graphs:
-            cache = getattr(g, "cache", None)
-            lines += ["", f"graph {g.name}" + (f" (cache: {cache})" if cache is not None else "")]
-            lines += ["  " + ln for ln in format_table(
-                ["pass", "ms", "nodes", "kernels"],
-                [[p.name, f"{p.ms:.1f}", *pass_counts(p)] for p in g.passes])] if g.passes else ["  no passes ran"]
-            lines.append("")
-            lines += ["  " + ln for ln in format_table(
-                ["launch", "grid", "MB", "GFLOP", f"{gpu} us", "bound", "config"],
-                [_launch_row(x, gpu) for x in self.launches_of(g)], left=2)]
-            kernels = self.kernels_of(g)
-            if {k.target for k in kernels} == {"interpreter"}:
-                lines.append("  (grids and configs are those of Triton's interpreter: few, large programs)")
-            tuned = [k for k in kernels if k.tuning is not None]
-            if tuned:  # prose, not a column: the autotuner explains its choice
-                lines += ["", "  tuning:"] + [f"    {k.name}: {k.tuning}" for k in tuned]
-            lines += [""] + [f"  fused: {ln}" for ln in self.fusions(g)]
-            lines += [f"  layout: {k.name}: {note}" for k in kernels for note in k.layout]
-            lines += [f"  {n}" for n in g.notes]
-            if g.fallbacks:
-                lines.append("  runs through ATen: " + ", ".join(sorted(set(g.fallbacks))))
-            lines += [f"  fallback: kernel {k.name} runs through the reference executor (safety net): {k.fallback}"
-                      for k in kernels if k.fallback]
+            lines += [""] + self.graph_lines(g, gpu)
         return "\n".join(lines)
+
+    def settings_line(self) -> str:
+        """The options not at their defaults, and what set them: ``settings: mode 'max-autotune'; ...``."""
+        set_ = [str(s) for s in self.settings if s.source != "default"]
+        return (f"settings: mode {self.mode!r}; " + (", ".join(set_) + "; other options default" if set_
+                                                       else "every option default"))
+
+    def graph_lines(self, g: GraphReport, gpu: str = "H100") -> list[str]:
+        """The text of one graph: its passes, launches, tuning, fusion decisions and fallbacks."""
+        cache = getattr(g, "cache", None)
+        lines = [f"graph {g.name}" + (f" (cache: {cache})" if cache is not None else "")]
+        lines += ["  " + ln for ln in format_table(
+            ["pass", "ms", "nodes", "kernels"],
+            [[p.name, f"{p.ms:.1f}", *pass_counts(p)] for p in g.passes])] if g.passes else ["  no passes ran"]
+        lines.append("")
+        lines += ["  " + ln for ln in format_table(
+            ["launch", "grid", "MB", "GFLOP", f"{gpu} us", "bound", "config"],
+            [_launch_row(x, gpu) for x in self.launches_of(g)], left=2)]
+        kernels = self.kernels_of(g)
+        if {k.target for k in kernels} == {"interpreter"} and any(k.config for k in kernels):
+            lines.append("  (grids and configs are those of Triton's interpreter: few, large programs)")
+        tuned = [k for k in kernels if k.tuning is not None]
+        if tuned:  # prose, not a column: the autotuner explains its choice
+            lines += ["", "  tuning:"] + [f"    {k.name}: {k.tuning}" for k in tuned]
+        lines += [""] + [f"  fused: {ln}" for ln in self.fusions(g)]
+        lines += [f"  layout: {k.name}: {note}" for k in kernels for note in k.layout]
+        lines += [f"  {n}" for n in g.notes]
+        lines += [f"  {heading}: " + ", ".join(names) for heading, names in g.fallback_groups()]
+        if g.saved:
+            lines.append(f"  saved for backward: {g.saved}")
+        lines += [f"  fallback: kernel {k.name} runs through the reference executor (safety net): {k.fallback}"
+                  for k in kernels if k.fallback]
+        return lines
 
     def __str__(self) -> str:
         return self.text()
