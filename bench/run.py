@@ -41,7 +41,7 @@ from mlc.testing.models import rotate_half  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 # ATen matmul-like work: the same in mlc (ATen) and eager until matmul kernels land.
-MATMUL_NAMES = ("mm", "bmm", "addmm", "baddbmm", "linear", "matmul", "scaled_dot_product", "convolution")
+MATMUL_NAMES = ("mm", "bmm", "addmm", "baddbmm", "linear", "matmul", "scaled_dot_product", "attention", "convolution")
 
 
 # --- targets: each must be exactly one mlc kernel ----------------------------------------------
@@ -320,9 +320,10 @@ Columns:
   launch per non-view ATen op, moving its inputs and outputs; mlc is its kernels (each
   input read once, each output written once) plus the ops it runs through ATen. H100 us:
   each launch bound by bytes (3.35 TB/s) or FLOPs (989 TFLOP/s), plus 4 us of launch overhead.
-  FLOPs are those of matmuls and of pointwise and reduction ops: the cost model gives
-  attention and convolution calls no FLOPs (eager counts one per output element), so models
-  with them are shown cheaper in GFLOP than they are, on both sides alike.
+  FLOPs are those of matmuls, attention (4·B·H·Sq·Sk·D forward, on both sides) and of
+  pointwise and reduction ops: the cost model gives convolution calls no FLOPs (eager counts
+  one per output element), so models with them are shown cheaper in GFLOP than they are, on
+  both sides alike.
 - **Inductor (CPU)** is what Inductor's generated code does per call on this CPU, counted
   while it runs: launches are its C++ kernels + its ATen calls, "total (kernels+ATen)" (extern
   matmuls, attention, convolutions), and MB are each C++ kernel's tensor arguments once (an in-out buffer twice)

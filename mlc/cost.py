@@ -102,8 +102,24 @@ def _bytes(t, env) -> int:
     return _numel(t, env) * t.itemsize if isinstance(t, TensorType) else 0
 
 
+def attention_flops(op: str, b: int, h: int, sq: int, sk: int, d: int, dv: int, causal: bool) -> int:
+    """FLOPs of one attention op: 2 per multiply-add of its block products, over the (query, key)
+    pairs it visits (causal: ``j <= i`` only). Forward: ``q @ kᵀ`` and ``p @ v``, 4·B·H·Sq·Sk·D
+    for ``Dv = D``. The backward recomputes ``q @ kᵀ`` and ``do @ vᵀ`` in both its kernels, as
+    tutorial 06 does: dk/dv add ``pᵀ @ do`` and ``dsᵀ @ q``, dq adds ``ds @ k``, 3.5x the forward
+    in all (the minimum, one kernel keeping ``ds``, would be 2.5x)."""
+    short = min(sq, sk)  # causal: query i sees min(i + 1, Sk) keys
+    pairs = short * (short + 1) // 2 + (sq - short) * sk if causal else sq * sk
+    per_pair = {"attention": d + dv, "attention_grad_kv": 2 * (d + dv), "attention_grad_q": 2 * d + dv}[op]
+    return 2 * b * h * pairs * per_pair
+
+
 def node_flops(node: Node, env) -> int:
     cat = OPS[node.op].category
+    if cat is Category.ATTENTION:
+        q, k, v = (x.type for x in (node.inputs[:3] if node.op == "attention" else node.inputs[1:4]))
+        b, h, sq, d = (_n(x, env) for x in q.shape)
+        return attention_flops(node.op, b, h, sq, _n(k.shape[2], env), d, _n(v.shape[3], env), node.attrs["is_causal"])
     if cat is Category.MATMUL:
         a, b = (v.type for v in node.inputs)
         k = _n(a.shape[-1], env)
@@ -124,7 +140,7 @@ def region_cost(body: Graph, env) -> tuple[int, int]:
     """(bytes, flops) of a kernel's region (its body: inputs typed as the kernel's operands)."""
     space = max(_numel(v.type, env) for v in body.outputs)
     for n in body.nodes:
-        if OPS[n.op].category in (Category.REDUCTION, Category.MATMUL):
+        if OPS[n.op].category in (Category.REDUCTION, Category.MATMUL, Category.ATTENTION):
             space = max([space] + [_numel(v.type, env) for v in n.inputs])
     read = sum(min(_numel(n.types[0], env), space) * n.types[0].itemsize for n in body.inputs)
     written = sum(_bytes(v.type, env) for v in body.outputs)
@@ -179,16 +195,42 @@ class EagerCounter(TorchDispatchMode):
         if name in ("mm", "bmm", "addmm", "baddbmm", "matmul", "linear"):
             k = tensors[-1].shape[-2] if name in ("mm", "bmm", "addmm", "baddbmm") else tensors[0].shape[-1]
             flops = 2 * outs[0].numel() * int(k)
+        elif name.startswith("_scaled_dot_product") and len(tensors) >= 3:
+            flops = _eager_attention_flops(name, args, kwargs or {})
         elif outs:
             flops = max(o.numel() for o in outs)
         self.cost.add(str(func), nbytes, flops)
         return out
 
 
-def count_eager(fn, *args) -> Cost:
-    with torch.no_grad(), EagerCounter() as counter:
-        fn(*args)
+def _eager_attention_flops(name: str, args, kwargs) -> int:
+    """FLOPs of an eager SDPA kernel, counted as mlc's attention kernels are (``attention_flops``)."""
+    backward = name.endswith("_backward")
+    q, k, v = args[1:4] if backward else args[:3]
+    causal = kwargs.get("is_causal", args[7 if backward else 4] if len(args) > (7 if backward else 4) else False)
+    b, h, sq, d = q.shape
+    ops = ("attention_grad_kv", "attention_grad_q") if backward else ("attention",)
+    return sum(attention_flops(op, b, h, sq, k.shape[2], d, v.shape[3], bool(causal)) for op in ops)
+
+
+def count_eager(fn, *args, backward: bool = False) -> Cost:
+    """What ``fn(*args)`` costs run by PyTorch; with ``backward``, a training step: the forward,
+    then the backward of ``training_loss`` of its outputs."""
+    with torch.enable_grad() if backward else torch.no_grad(), EagerCounter() as counter:
+        out = fn(*args)
+        if backward:
+            training_loss(out).backward()
     return counter.cost
+
+
+def training_loss(outputs) -> torch.Tensor:
+    """The loss ``mlc.explain(..., backward=True)`` runs the backward of: every floating output
+    that requires grad, summed."""
+    flat = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    terms = [o.float().sum() for o in flat if isinstance(o, torch.Tensor) and o.requires_grad]
+    if not terms:
+        raise ValueError("backward=True: no output of the function requires grad")
+    return sum(terms)
 
 
 # --- one launch configuration ---------------------------------------------------------------

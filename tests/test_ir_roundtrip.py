@@ -191,6 +191,16 @@ def _bmm(b, op):
     return [b.op(op, b.input("x", T(F32, 2, S0, 8)), b.input("w", T(F32, 2, 8, 4)))]
 
 
+def _attention(b, op):
+    q = b.input("q", T(F32, S0, 4, S1, 8))
+    kv = [b.input(n, T(F32, S0, 2, 5, 8)) for n in ("k", "v")]  # grouped-query heads
+    mask = b.input("m", T(B8, S0, 1, 1, 5))
+    rows = T(F32, S0, 4, S1)
+    grad_in = [b.input("do", T(F32, S0, 4, S1, 8)), q, *kv, b.input("lse", rows), b.input("delta", rows)]
+    node = b.add(op, (q, *kv, mask) if op == "attention" else (*grad_in, mask), {"scale": 0.35, "is_causal": True})
+    return list(node.results)
+
+
 def one_input(in_shape, dtype=F32, **attrs) -> Builder:
     def build(b, op):
         return [b.op(op, b.input("x", T(dtype, *in_shape)), **attrs)]
@@ -288,6 +298,7 @@ EXAMPLES: dict[str, list[Builder]] = {
     "argmin": [reduce(), reduce(dim=1), reduce(dim=-1, keepdim=True), reduce(I64, dim=0)],
     "mm": [_mm],
     "bmm": [_bmm],
+    "attention": [_attention], "attention_grad_kv": [_attention], "attention_grad_q": [_attention],
     "view": [one_input((S0, 8), shape=[2 * S0, 4]), one_input((S0, 8), shape=[S0 * 8]), one_input((2, 3), shape=[3, 1, 2])],
     "permute": [one_input((S0, 4, 8), dims=[2, 0, 1]), one_input((S0, 8), dims=[-1, 0])],
     "expand": [one_input((S0, 1), shape=[2, S0, 8]), one_input((S0, 1, 8), shape=[S0, 3, 8])],

@@ -26,8 +26,8 @@ _EXTRA = [
 ]
 # gelu, silu: see above. _scaled_dot_product_flash_attention_for_cpu: core's decomposition gives a
 # math forward whose saved logsumexp the real flash backward misreads, so gradients come out
-# wrong (checked with torch 2.13: max error 35 on a 2x4x8x16 causal attention). Kept whole,
-# attention runs as one ATen call in both directions.
+# wrong (checked with torch 2.13: max error 35 on a 2x4x8x16 causal attention). Kept whole, it
+# and its backward lower to mlc's attention ops (FlashAttention kernels: codegen/templates/attention.py).
 _KEEP = {aten.gelu.default, aten.silu.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
 
 

@@ -28,6 +28,7 @@ class LoweringError(Exception):
 class Lowerer:
     def __init__(self, b: GraphBuilder):
         self.b = b
+        self.notes: list[str] = []  # decisions for explain's notes (the graph's ``notes``)
 
     def op(self, name: str, *inputs: Value, **attrs) -> Value:
         try:
@@ -346,6 +347,45 @@ def _var_mean(L, n, x, dims=None, correction=None, keepdim=False):
     return _var(L, n, x, dims, correction, keepdim), L.op("mean", x, dims=_dims(dims), keepdim=keepdim)
 
 
+# --- attention ---------------------------------------------------------------------------
+# SDPA reaches a backend as one ATen op forward and one backward (torch picks the CPU flash
+# kernel for every mask and dtype, with dropout_p=0). Both become mlc's attention ops, whose
+# log-sum-exp passes from one to the other; the backward's delta = rowsum(out * d_out) is
+# ordinary IR (a reduction kernel).
+
+def _attention_attrs(L, q: Value, dropout_p, is_causal, scale) -> dict:
+    if dropout_p:
+        reason = f"attention with dropout_p={dropout_p} is not fused (mlc's attention kernels draw no random numbers)"
+        L.notes.append(f"not fused: {reason}; it runs through ATen")
+        raise LoweringError(reason)
+    head_dim = q.type.shape[-1]
+    if scale is None and not isinstance(head_dim, int):
+        raise LoweringError("attention with a symbolic head dim")
+    return {"scale": float(1 / head_dim ** 0.5 if scale is None else scale), "is_causal": bool(is_causal)}
+
+
+def _results(L, op: str, inputs, attrs) -> tuple[Value, ...]:
+    try:
+        return L.b.add(op, inputs, attrs).results
+    except ValueError as e:  # InferError
+        raise LoweringError(str(e)) from e
+
+
+def _sdpa(L, n, q, k, v, dropout_p=0.0, is_causal=False, attn_mask=None, scale=None):
+    attrs = _attention_attrs(L, q, dropout_p, is_causal, scale)
+    return _results(L, "attention", (q, k, v) + ((attn_mask,) if attn_mask is not None else ()), attrs)
+
+
+def _sdpa_backward(L, n, grad_out, q, k, v, out, lse, dropout_p=0.0, is_causal=False, attn_mask=None, scale=None):
+    attrs = _attention_attrs(L, q, dropout_p, is_causal, scale)
+    f32 = [x if x.type.dtype == torch.float32 else L.op("convert", x, dtype=torch.float32) for x in (out, grad_out)]
+    delta = L.op("sum", L.op("mul", *f32), dims=(3,), keepdim=False)
+    inputs = (grad_out, q, k, v, lse, delta) + ((attn_mask,) if attn_mask is not None else ())
+    (dq,) = _results(L, "attention_grad_q", inputs, attrs)
+    dk, dv = _results(L, "attention_grad_kv", inputs, attrs)
+    return dq, dk, dv
+
+
 ATEN_TO_MLC: dict[Any, Callable] = {}
 
 for _name in ["exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "sin", "cos", "tan", "asin",
@@ -410,6 +450,8 @@ ATEN_TO_MLC.update({
     aten.empty.memory_format: _full_from_meta(value=0), aten.empty_like.default: _full_from_meta(value=0),
     aten.new_empty.default: _full_from_meta(value=0),
     aten.arange.default: _arange, aten.arange.start: _arange, aten.arange.start_step: _arange,
+    aten._scaled_dot_product_flash_attention_for_cpu.default: _sdpa,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward.default: _sdpa_backward,
 })
 
 # Calls that only check or constrain and produce nothing mlc needs.

@@ -31,6 +31,7 @@ class Category(str, Enum):
     POINTWISE = "pointwise"
     REDUCTION = "reduction"
     MATMUL = "matmul"
+    ATTENTION = "attention"  # softmax(q @ k^T * scale + mask) @ v and its gradients, never the S x S scores
     VIEW = "view"  # a new view of the same elements; no arithmetic
     DATA = "data"  # moves or gathers elements (cat, gather, index, copy)
     CREATION = "creation"  # makes a tensor from attributes alone
@@ -211,6 +212,15 @@ def arg_reduce_rule(in_types, attrs):
     return TensorType(shape, torch.int64, x.device)
 
 
+def reduced_dims(op: str, x: TensorType, attrs) -> tuple[int, ...]:
+    """The dims of ``x`` that reduction ``op`` reduces (none, for a 0-d tensor)."""
+    if x.rank == 0:
+        return ()
+    if op in ("argmax", "argmin"):
+        return tuple(range(x.rank)) if attrs["dim"] is None else (normalize_dim(attrs["dim"], x.rank),)
+    return _reduce_dims(x, attrs)
+
+
 MATMUL_PRECISIONS = ("ieee", "tf32")  # how fp32 operands are multiplied (the ``precision`` option "tf32")
 
 
@@ -233,6 +243,57 @@ def bmm_rule(in_types, attrs):
     if a.rank != 3 or b.rank != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise InferError(f"bmm: cannot multiply {a} by {b}")
     return TensorType((a.shape[0], a.shape[1], b.shape[2]), promote([a, b]), _device([a, b]))
+
+
+def _attention_shapes(q: TensorType, k: TensorType, v: TensorType, mask: list[TensorType], op: str):
+    """Check q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv] and a mask broadcastable to [B,Hq,Sq,Sk]."""
+    if q.rank != 4 or k.rank != 4 or v.rank != 4:
+        raise InferError(f"{op}: q, k, v must be [B, H, S, D], got {q}, {k}, {v}")
+    (b, hq, sq, d), (bk, hkv, sk, dk) = q.shape, k.shape
+    if bk != b or dk != d or tuple(v.shape[:3]) != tuple(k.shape[:3]):
+        raise InferError(f"{op}: q {q}, k {k} and v {v} do not fit together")
+    if hq != hkv and not (isinstance(hq, int) and isinstance(hkv, int) and hkv > 0 and hq % hkv == 0):
+        raise InferError(f"{op}: {hq} query heads are not a multiple of {hkv} key/value heads")
+    if len({q.dtype, k.dtype, v.dtype}) != 1 or not q.dtype.is_floating_point:
+        raise InferError(f"{op}: q, k, v must have one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if len(mask) > 1:
+        raise InferError(f"{op}: at most one mask")
+    scores = (b, hq, sq, sk)
+    for m in mask:
+        if m.rank > 4 or broadcast_shapes(m.shape, scores) != scores:
+            raise InferError(f"{op}: the mask {m} does not broadcast to the scores [{', '.join(map(str, scores))}]")
+        if m.dtype != torch.bool and not m.dtype.is_floating_point:
+            raise InferError(f"{op}: the mask must be b8 or floating (additive), got {m.dtype}")
+    return scores
+
+
+def attention_rule(in_types, attrs):
+    q, k, v, *mask = _tensors(in_types)
+    _attention_shapes(q, k, v, mask, "attention")
+    device = _device([q, k, v])
+    return (TensorType(q.shape[:3] + v.shape[3:], q.dtype, device),
+            TensorType(q.shape[:3], torch.float32, device))
+
+
+def _attention_grad_inputs(in_types, op):
+    do, q, k, v, lse, delta, *mask = _tensors(in_types)
+    _attention_shapes(q, k, v, mask, op)
+    if tuple(do.shape) != tuple(q.shape[:3] + v.shape[3:]) or do.dtype != q.dtype:
+        raise InferError(f"{op}: the output's gradient {do} does not fit q {q} and v {v}")
+    for name, t in (("lse", lse), ("delta", delta)):
+        if tuple(t.shape) != tuple(q.shape[:3]) or t.dtype != torch.float32:
+            raise InferError(f"{op}: {name} must be f32[B, Hq, Sq], got {t}")
+    return q, k, v
+
+
+def attention_grad_kv_rule(in_types, attrs):
+    q, k, v = _attention_grad_inputs(in_types, "attention_grad_kv")
+    return k.with_(), v.with_()
+
+
+def attention_grad_q_rule(in_types, attrs):
+    q, k, v = _attention_grad_inputs(in_types, "attention_grad_q")
+    return q.with_()
 
 
 def view_rule(in_types, attrs):
@@ -442,6 +503,51 @@ def _ref_index(x, *idxs, dims):
     return x[(slice(None),) * dims[0] + tuple(idxs)]
 
 
+def _ref_scores(q, k, mask, scale, is_causal):
+    """The fp32 scores [B, Hq, Sq, Sk] with the mask and the causal mask applied (-inf where masked)."""
+    k = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = q.float() @ k.transpose(-1, -2) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
+    if is_causal:  # top-left aligned, as torch's SDPA: query i sees keys j <= i
+        allowed = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril()
+        s = s.masked_fill(~allowed, float("-inf"))
+    return s
+
+
+def _ref_attention(q, k, v, mask=None, *, scale, is_causal):
+    """(output, log-sum-exp per row). A row with no key to attend to gives 0 (as torch's flash
+    kernels do) and a log-sum-exp of +inf, so that probabilities recomputed from it are 0."""
+    s = _ref_scores(q, k, mask, scale, is_causal)
+    lse = torch.logsumexp(s, dim=-1)
+    empty = lse == float("-inf")
+    p = torch.exp(s - lse.masked_fill(empty, 0)[..., None])
+    out = p @ v.float().repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    return out.to(q.dtype), lse.masked_fill(empty, float("inf"))
+
+
+def _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal):
+    group = q.shape[1] // k.shape[1]
+    p = torch.exp(_ref_scores(q, k, mask, scale, is_causal) - lse[..., None])
+    ds = p * (do.float() @ v.float().repeat_interleave(group, dim=1).transpose(-1, -2) - delta[..., None])
+    dq = ds @ k.float().repeat_interleave(group, dim=1) * scale
+
+    def per_kv_head(x):  # the gradients of the query heads that share a key/value head, summed
+        return x.unflatten(1, (k.shape[1], group)).sum(2)
+
+    dk = per_kv_head(ds.transpose(-1, -2) @ q.float() * scale)
+    dv = per_kv_head(p.transpose(-1, -2) @ do.float())
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+def _ref_attention_grad_kv(do, q, k, v, lse, delta, mask=None, *, scale, is_causal):
+    return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal)[1:]
+
+
+def _ref_attention_grad_q(do, q, k, v, lse, delta, mask=None, *, scale, is_causal):
+    return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal)[0]
+
+
 def _ref_fallback(*tensors, target, args, kwargs, pick):
     from .fallback import call_aten
 
@@ -539,6 +645,18 @@ register("mm", M, mm_rule, _ref_matmul(torch.mm), arity=2, attrs=_MATMUL_ATTRS,
 register("bmm", M, bmm_rule, _ref_matmul(torch.bmm), arity=2, attrs=_MATMUL_ATTRS,
          doc="[B,M,K] x [B,K,N] batched matrix product; precision as for mm")
 
+_ATTENTION_ATTRS = {"scale": REQUIRED, "is_causal": False}
+register("attention", Category.ATTENTION, attention_rule, _ref_attention, arity=None, attrs=_ATTENTION_ATTRS,
+         doc="softmax(q @ k^T * scale + mask) @ v over q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv] and an "
+             "optional b8 or additive mask broadcastable to [B,Hq,Sq,Sk] (Hq a multiple of Hkv: grouped-query "
+             "heads); is_causal masks keys after the query (top-left aligned); results: the output and the "
+             "f32 log-sum-exp of each row's scores")
+register("attention_grad_kv", Category.ATTENTION, attention_grad_kv_rule, _ref_attention_grad_kv, arity=None,
+         attrs=_ATTENTION_ATTRS, doc="the gradients of attention's k and v from (d_out, q, k, v, lse, delta, "
+                                     "[mask]), delta = rowsum(out * d_out)")
+register("attention_grad_q", Category.ATTENTION, attention_grad_q_rule, _ref_attention_grad_q, arity=None,
+         attrs=_ATTENTION_ATTRS, doc="the gradient of attention's q, from the operands of attention_grad_kv")
+
 register("view", V, view_rule, lambda x, shape: x.reshape(tuple(shape)), attrs={"shape": REQUIRED},
          doc="the same elements in a new shape (row-major order)")
 register("permute", V, permute_rule, lambda x, dims: x.permute(tuple(dims)), attrs={"dims": REQUIRED},
@@ -580,3 +698,4 @@ register("kernel", Category.KERNEL, kernel_rule, _ref_kernel, arity=None, attrs=
 POINTWISE = frozenset(n for n, o in OPS.items() if o.category is P)
 REDUCTIONS = frozenset(n for n, o in OPS.items() if o.category is R)
 VIEWS = frozenset(n for n, o in OPS.items() if o.category is V)
+ATTENTIONS = frozenset(n for n, o in OPS.items() if o.category is Category.ATTENTION)

@@ -302,11 +302,9 @@ def _feature_maps(batch, dtype, gen, c_in=8, hw=8, **_):
 
 MODELS: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("mlp", MLP, _features, ops=frozenset({"mm", "add", "relu", "gelu"})),
-    # SDPA is kept whole on purpose (see mlc/frontend/decompositions.py).
+    # SDPA becomes mlc's attention ops, forward and backward (see mlc/frontend/decompositions.py).
     ModelSpec("gpt2_block", GPT2Block, _sequence,
-              fallbacks=frozenset({"aten._scaled_dot_product_flash_attention_for_cpu.default",
-                                   "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}),
-              ops=frozenset({"mm", "var", "mean", "rsqrt", "gelu", "permute", "slice"})),
+              ops=frozenset({"mm", "var", "mean", "rsqrt", "gelu", "permute", "slice", "attention"})),
     ModelSpec("llama_block", LlamaBlock, _sequence,
               ops=frozenset({"mm", "bmm", "mean", "rsqrt", "silu", "cat", "neg", "slice", "amax", "exp", "where"})),
     # Convolution and max pooling have no mlc ops yet.
@@ -324,10 +322,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
               fallbacks=frozenset({"aten.convolution.default", "aten.convolution_backward.default"}),
               ops=frozenset({"var", "mean", "rsqrt", "relu", "add"})),
     ModelSpec("vit_block", ViTBlock, _images,
-              fallbacks=frozenset({"aten.convolution.default", "aten.convolution_backward.default",
-                                   "aten._scaled_dot_product_flash_attention_for_cpu.default",
-                                   "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}),
-              ops=frozenset({"mm", "permute", "cat", "var", "rsqrt", "gelu", "select"}),
+              fallbacks=frozenset({"aten.convolution.default", "aten.convolution_backward.default"}),
+              ops=frozenset({"mm", "permute", "cat", "var", "rsqrt", "gelu", "select", "attention"}),
               # With the image size a symbol H, the patch tokens number (H//4)**2 + 1; that this
               # broadcasts against the 5 position embeddings holds only under Dynamo's guard
               # ((H//4)**2 + 1 == 5), which mlc does not read, so the add runs through ATen.

@@ -11,12 +11,13 @@ from __future__ import annotations
 from ...ir.graph import Graph
 from ..source import KernelSource
 from ..writer import CodegenError
+from .attention import ATTENTION
 from .base import ATEN, INTERPRET_MAX_BLOCK, Template, is_aten
 from .matmul import MATMUL
 from .pointwise import POINTWISE
 from .reduction import PERSISTENT_LIMIT, REDUCTION
 
-TEMPLATES: dict[str, Template] = {t.name: t for t in (MATMUL, REDUCTION, POINTWISE)}
+TEMPLATES: dict[str, Template] = {t.name: t for t in (ATTENTION, MATMUL, REDUCTION, POINTWISE)}
 
 
 def template_of(ks: KernelSource) -> Template:
