@@ -11,7 +11,8 @@
     mlc dump DIR                  summarize a directory written by MLC_DUMP_DIR
     mlc aot-check [--arch 80,90] [--models a,b] [--ir FILE] [--quick]
                                   compile the generated kernels for NVIDIA GPUs ahead of time
-                                  (no GPU needed) and report registers, spills, shared memory
+                                  (no GPU needed) and report registers, spills, shared memory,
+                                  source lines and compile time; flag kernels over budget
 
 A mistake in what the command is given (a missing file, bad IR, an unknown pass, option or
 function) is one line on standard error, ``mlc <command>: ...``, and exit code 2.
@@ -259,6 +260,7 @@ def read_dump(directory: str) -> dict[str, list[tuple[str, float, list]]]:
 
 def dump_summary(directory: str) -> str:
     """Per graph: each pass with its time and the nodes and kernels after it; the final kernels."""
+    from .ir.fallback import fallback_kind
     from .report import format_table, fused_ops, graph_counts
 
     lines = []
@@ -275,8 +277,10 @@ def dump_summary(directory: str) -> str:
         lines.append(f"  kernels after {passes[-1][0]}: {len(kernels)}")
         lines += [f"    {body.name}: {' + '.join(fused_ops(body))}" for body in kernels]
         fallbacks = sorted({n.attrs["target"] for g in final for n in g.nodes if n.op == "aten"})
-        if fallbacks:
-            lines.append("  runs through ATen: " + ", ".join(fallbacks))
+        for kind, heading in (("ATen op", "runs through ATen"), ("custom op", "custom ops (torch.library)")):
+            named = [f for f in fallbacks if fallback_kind(f) == kind]
+            if named:
+                lines.append(f"  {heading}: " + ", ".join(named))
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -335,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     aot = sub.add_parser("aot-check", help="compile the zoo's kernels for NVIDIA GPUs ahead of time (no GPU needed)",
                          description="Compile every kernel mlc generates for the model zoo (inference and "
                                      "training) with Triton for the given GPUs, then report ptxas's registers, "
-                                     "spills and shared memory per kernel. Exit code 1 if a kernel fails to compile.")
+                                     "spills and shared memory, and the source lines and compile time, per kernel; "
+                                     "kernels over the budgets of mlc.cli.aot_check (source lines, compile "
+                                     "seconds) are flagged OVER BUDGET. "
+                                     "Exit code 1 if a kernel fails to compile.")
     aot.add_argument("--arch", default="80,90", help="comma-separated compute capabilities (default: 80,90)")
     aot.add_argument("--models", help="comma-separated zoo models (default: all, or none with --ir)")
     aot.add_argument("--ir", action="append", default=[], metavar="FILE",

@@ -26,7 +26,9 @@ is ``"default"`` for kernels launched on a GPU and ``"off"`` in Triton's interpr
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ MAX_REGISTERS = 255  # per thread, on every NVIDIA GPU since sm_35
 MIN_RESIDENT_WARPS = 4  # per SM: fewer cannot hide latency at all
 MAX_COMPILED = 12  # "max": compile at most this many candidates (the best by the cost model)
 DEFAULT_GPU = "H100"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,11 +172,13 @@ def _progress(total: int, name: str):
 
 
 def tune(ks: KernelSource, body: Graph, sizes: tuple, env: dict, level: str = "default",
-         timer: Callable[[dict], float] | None = None, jobs: int | None = None) -> Tuning:
+         timer: Callable[[dict], float] | None = None, jobs: int | None = None,
+         remote: str | None = None) -> Tuning:
     """Choose a config for ``ks`` at ``sizes`` (bound symbols in ``env``), searching ``level``'s space.
 
     ``timer(config) -> ms`` measures a config on a GPU; without it (no GPU) the cost model
-    ranks. The result is cached per kernel, shape bucket, level, target GPU and versions.
+    ranks. The result is cached per kernel, shape bucket, level, target GPU and versions, and
+    shared through ``remote`` (a ``remote_cache`` URL) when given.
     """
     if level not in ("default", "max"):
         raise ValueError(f"autotune level {level!r}: tune() searches 'default' or 'max'")
@@ -181,10 +186,12 @@ def tune(ks: KernelSource, body: Graph, sizes: tuple, env: dict, level: str = "d
     gpu = GPUS[gpu_name]
     b = bucket(sizes)
     key = _key(ks, b, level, gpu_name, gpu, timer is not None)
-    hit, _ = cache.load_json("tuning", key)
+    hit, _ = cache.load_json("tuning", key, remote)
     if isinstance(hit, dict):
         try:
-            return Tuning.from_json(hit)
+            result = Tuning.from_json(hit)
+            log.debug("tuned %s at sizes %s (autotune=%r): %s", ks.name, sizes, level, result)
+            return result
         except (KeyError, TypeError, ValueError) as e:
             cache.warn_corrupted(cache.entry_path("tuning", key, "json"), e)
     start = time.perf_counter()
@@ -234,7 +241,11 @@ def tune(ks: KernelSource, body: Graph, sizes: tuple, env: dict, level: str = "d
                                                      kept_stats.get(json.dumps(c, sort_keys=True))))
     result = Tuning(best, b, len(seen), len(kept), len(to_compile), ranked_by, gpu_name,
                     seconds=time.perf_counter() - start, dropped=dropped)
-    cache.store_json("tuning", key, result.to_json())
+    cache.store_json("tuning", key, result.to_json(), remote)
+    if log.isEnabledFor(logging.DEBUG):
+        reasons = Counter(why.split(":")[0] for _, why in dropped)  # "registers: ..." counts as "registers"
+        log.debug("tuned %s at sizes %s (autotune=%r): %s; dropped: %s", ks.name, sizes, level, result,
+                  ", ".join(f"{n} ({why})" for why, n in reasons.most_common()) or "none")
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 import re
 import time
 import warnings
@@ -16,18 +17,21 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from . import cache
+from .logs import output_code_loggers, trace, tracing
 from .frontend.decompositions import decompositions
 from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
 from .frontend.partition import SavedActivations, partition
 from .ir import fuel
 from .ir.graph import Graph
-from .options import Options, make_options
+from .options import Options, cuda_graphs_note, make_options, settings
 from .passes import PassRecord, build_pipeline, freeze, run_passes
 from .ir.types import TensorType
 from .runtime.plan import Plan
 from .ir.reference import run_reference
 
 _graph_ids = itertools.count()
+log = logging.getLogger(__name__)
+_code_logs = output_code_loggers(__name__)
 
 
 class CompiledGraph:
@@ -37,9 +41,10 @@ class CompiledGraph:
     interpreter with ``interpret=True``); otherwise the reference executor runs the graph
     op by op, with a warning.
 
-    ``cache`` says whether the whole-graph cache held it: ``"hit"`` or ``"miss: <why>"``;
-    ``compile_seconds`` is the time mlc spent on it (after AOT autograd); ``saved``, for a forward
-    graph, what it saves for the backward (``frontend.partition.SavedActivations``).
+    ``cache`` says whether the whole-graph cache held it: ``"hit"``, ``"hit (remote)"`` (from the
+    ``remote_cache``) or ``"miss: <why>"``; ``compile_seconds`` is the time mlc spent on it (after
+    AOT autograd); ``saved``, for a forward graph, what it saves for the backward
+    (``frontend.partition.SavedActivations``).
     """
 
     def __init__(self, graph: Graph, output_spec: tuple, passes: list[PassRecord], opts: Options,
@@ -57,7 +62,7 @@ class CompiledGraph:
         self.saved: SavedActivations | None = None
         if opts.interpret or _on_gpu(graph):
             self.plan = Plan(graph, interpret=opts.interpret, autotune=opts.autotune, sources=sources,
-                             strict=opts.strict)
+                             strict=opts.strict, remote_cache=opts.remote_cache)
         else:
             _warn_no_kernels()
 
@@ -94,6 +99,8 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
     except UnsupportedGraph as e:
         warnings.warn(f"mlc: graph {name} runs through PyTorch unchanged: {e}", stacklevel=2)
         return make_boxed_func(gm.forward)
+    log.info("graph %s: received from AOT autograd, %d ATen nodes -> %d mlc nodes%s", name,
+             len(gm.graph.nodes), len(imported.graph.nodes), f", {len(frozen)} inputs frozen" if frozen else "")
     records: list[PassRecord] = []
     graph = freeze(imported.graph, frozen) if frozen else imported.graph
     if opts.quantize and not frozen:
@@ -103,6 +110,9 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
     compiled = _compile_cached(graph, imported.output_spec, name, opts, records)
     compiled.saved = gm.meta.get("mlc_saved")  # a forward graph: what it saves for the backward
     compiled.compile_seconds = time.perf_counter() - start
+    _log_compiled(compiled, opts.interpret)
+    if tracing():
+        _trace_compiled(compiled, _size_hints(gm))
     if on_compile is not None:
         on_compile(imported.graph, compiled)
     return compiled
@@ -121,7 +131,7 @@ def _compile_cached(graph: Graph, output_spec: tuple, name: str, opts: Options,
         except (TypeError, RuntimeError) as e:  # a constant that cannot be hashed (not a plain tensor)
             status, key = f"miss: not cacheable ({type(e).__name__}: {e})", None
         else:
-            hit, status = cache.load_graph(key, graph_key, key_options, name)
+            hit, status = cache.load_graph(key, graph_key, key_options, name, remote=opts.remote_cache)
             if hit is not None:
                 compiled = CompiledGraph(hit.graph, hit.output_spec, hit.passes, opts, sources=hit.sources)
                 compiled.cache = status
@@ -135,11 +145,75 @@ def _compile_cached(graph: Graph, output_spec: tuple, name: str, opts: Options,
         # A kernel the safety net caught has no source: the entry then keeps none, and a hit generates again.
         sources = [launch.source for launch in launches] if None not in launches else []
         problem = cache.store_graph(key, graph_key, key_options,
-                                    cache.CachedGraph(graph, output_spec, records, sources))
+                                    cache.CachedGraph(graph, output_spec, records, sources), remote=opts.remote_cache)
         if problem:
             status += f" (not cached: {problem})"
     compiled.cache = status
     return compiled
+
+
+def _log_compiled(compiled: CompiledGraph, interpret: bool):
+    """What mlc decided for one graph, as log records (``TORCH_LOGS="+mlc"``), and the generated
+    kernels (``output_code``, ``mlc_output_code``)."""
+    g = compiled.graph
+    kernels = [n for n in g.nodes if n.op == "kernel"]
+    fallbacks = sorted({n.attrs["target"] for n in g.nodes if n.op == "aten"})
+    runs = ("kernels in Triton's interpreter" if compiled.plan is not None and interpret
+            else "kernels on the GPU" if compiled.plan is not None else "op by op (the reference executor)")
+    log.info("graph %s: compiled in %.0f ms (cache: %s): %d kernel(s), %d node(s), runs %s", g.name,
+             compiled.compile_seconds * 1e3, compiled.cache, len(kernels), len(g.nodes), runs)
+    if fallbacks:
+        log.info("graph %s: runs through ATen: %s", g.name, ", ".join(fallbacks))
+    if log.isEnabledFor(logging.DEBUG):
+        from .report import fused_ops
+
+        for n in kernels:
+            log.debug("graph %s: fused %s: %s", g.name, n.attrs["body"].name, " + ".join(fused_ops(n.attrs["body"])))
+        for note in g.notes:
+            log.debug("graph %s: %s", g.name, note)
+    launches = compiled.plan.launches if compiled.plan is not None else []
+    for code_log in _code_logs:
+        if code_log.isEnabledFor(logging.DEBUG):
+            for launch in launches:
+                if launch is not None:
+                    code_log.debug("mlc kernel %s (graph %s, %s template):\n%s", launch.source.name, g.name,
+                                   launch.source.kind, launch.source.source)
+
+
+def _trace_compiled(compiled: CompiledGraph, sizes: dict):
+    """``TORCH_TRACE`` artifacts, for tlparse: the IR after each pass, each kernel's source and
+    the graph's part of the ``mlc.explain`` summary (costs at ``sizes``, the sizes traced)."""
+    g = compiled.graph
+    for i, record in enumerate(compiled.passes):
+        trace(f"mlc_ir_{g.name}_{i:02d}_{record.name}",
+              lambda r=record: f"// after pass: {r.name} ({r.ms:.3f} ms)\n{r.ir}\n")
+    from .cost import Cost
+    from .report import Report
+    from .report.build import report_graph
+
+    try:
+        graph_report, kernel_reports = report_graph(compiled, sizes, configs=False)
+    except Exception as e:  # noqa: BLE001 - a debugging aid must not fail the compile it describes
+        log.warning("graph %s: no mlc_explain trace artifact: %s: %s", g.name, type(e).__name__, e)
+        return
+    for k, kr in enumerate(kernel_reports):
+        trace(f"mlc_kernel_{g.name}_{k}_{kr.name}", lambda kr=kr: kr.source or f"# not generated: {kr.fallback}")
+    report = Report([graph_report], kernel_reports, Cost())
+    lines = report.graph_lines(graph_report)
+    if sizes:
+        lines.append(f"  (costs at the sizes traced: {', '.join(f'{s}={v}' for s, v in sizes.items())})")
+    trace(f"mlc_explain_{g.name}", lambda: "\n".join(lines) + "\n")
+
+
+def _size_hints(gm: torch.fx.GraphModule) -> dict:
+    """The size symbols of ``gm``'s inputs with the values Dynamo traced them at."""
+    env = {}
+    for p in gm.graph.find_nodes(op="placeholder"):
+        val = p.meta.get("val")
+        for d in (val.shape if isinstance(val, torch.Tensor) else [val]):
+            if isinstance(d, torch.SymInt) and d.node.expr.is_Symbol and d.node.hint is not None:
+                env[d.node.expr] = int(d.node.hint)
+    return env
 
 
 # --- freezing (the pass is mlc.passes.freeze) -----------------------------------------------
@@ -235,6 +309,11 @@ def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = Non
                 _on_compile: Callable[[Graph, CompiledGraph], Any] | None = None):
     """The ``torch.compile`` backend ``"mlc"``. ``mode`` and ``options`` come from ``torch.compile``."""
     opts = make_options(mode, options)
+    log.info("received a Dynamo graph of %d nodes; mode %r%s", len(gm.graph.nodes), opts.mode,
+             "".join(f", {s}" for s in settings(mode, options) if s.source != "default"))
+    note = cuda_graphs_note(opts.mode, any(isinstance(x, torch.Tensor) and x.is_cuda for x in example_inputs))
+    if note:
+        log.info(note)
 
     def compiler(kind):
         return lambda g, inputs: compile_graph(g, kind, opts, _on_compile)

@@ -17,58 +17,33 @@ import functools
 
 import torch
 
-from .backend import CompiledGraph, mlc_backend
-from .cost import count_eager, graph_cost, kernel_cost
-from .ir.graph import Graph, Node
+from .backend import CompiledGraph, _on_gpu, mlc_backend
+from .cost import count_eager, training_loss
+from .ir.graph import Graph
 from .ir.reference import bind_symbols
-from .options import make_options
+from .logs import trace
+from .options import cuda_graphs_note, make_options, settings
+from .report.build import report_graph
 from .report import (Accuracy, GraphReport, KernelReport, Launch, Report, accuracy, format_config, format_grid,
                      format_table, fused_ops, graph_counts, pass_counts)
-from .runtime.plan import KernelLaunch
-
-
-def _grid(launch: KernelLaunch, env: dict) -> tuple[tuple[int, ...] | None, dict]:
-    """The grid and the configuration ``launch`` uses for the sizes in ``env``, as its ``__call__`` does
-    (no grid when the autotuner chose to run a matmul kernel through ATen)."""
-    _, sizes, _ = launch.call_sizes(env)
-    meta, options = launch.config(sizes)
-    return launch.grid(sizes, meta), {**meta, **options}
-
-
-def _kernel_report(node: Node, graph: str, launch: KernelLaunch | None, env: dict,
-                   failure: str | None = None) -> KernelReport:
-    """A kernel's report. ``launch`` is the plan's (None when no plan ran kernels, or the kernel
-    could not be built); ``failure`` what the plan's safety net caught for it."""
-    body: Graph = node.attrs["body"]
-    nbytes, flops = kernel_cost(node, env)
-    if launch is None and failure is None:  # nothing ran kernels (the reference executor): what a GPU would launch
-        try:
-            launch = KernelLaunch(body, interpret=False)
-        except Exception as e:  # noqa: BLE001 - a report describes a kernel that cannot be built, it does not fail
-            failure = f"could not be generated or loaded: {type(e).__name__}: {e}"
-    if launch is None:
-        return KernelReport(body.name, graph, "", str(body), nbytes, flops, "-", fused_ops(body), None, {}, "-",
-                            None, fallback=failure)
-    grid, config = _grid(launch, env) if all(s in env for s in launch.symbols) else (None, {})
-    if launch.interpret:  # the interpreter ignores warps and stages; the plan passes none
-        config = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
-    tuning = getattr(launch, "tuning", None)
-    return KernelReport(body.name, graph, launch.source.source, str(body), nbytes, flops, launch.source.kind,
-                        fused_ops(body), grid, config, "interpreter" if launch.interpret else "GPU",
-                        None if tuning is None else str(tuning), launch.source.layout, failure)
 
 
 def explain(fn, *example_inputs, **options) -> Report:
     """Compile ``fn`` with mlc, run it once on ``example_inputs`` (under ``no_grad``) and report.
 
     Options are those of ``torch.compile(..., options=...)``, plus ``mode`` and ``dynamic``.
+    ``backward=True`` reports a training step instead: the call runs with grad, then the
+    backward of the sum of its outputs that require grad, so the forward and backward graphs
+    are both reported, each forward with what it saves for the backward (``saved``), and the
+    eager figures count the same step.
     The eager figures count ``fn`` run by PyTorch, one launch per non-view ATen op; the
     report's ``accuracy`` compares the compiled outputs with eager ones (with ``precision``
     "bf16", say, that is the error of the lowered graph against the fp32 model).
     """
     mode = options.pop("mode", None)
     dynamic = options.pop("dynamic", None)
-    make_options(mode, options)
+    backward = options.pop("backward", False)
+    opts = make_options(mode, options)
     compiled: list[CompiledGraph] = []
 
     def watch(imported: Graph, graph: CompiledGraph):
@@ -78,26 +53,29 @@ def explain(fn, *example_inputs, **options) -> Report:
     backend = functools.partial(mlc_backend, mode=mode, options=options, _on_compile=watch)
     torch._dynamo.reset()
     try:
-        with torch.no_grad():
+        with torch.enable_grad() if backward else torch.no_grad():
             actual = torch.compile(fn, backend=backend, dynamic=dynamic)(*example_inputs)
+            if backward:  # the backward graphs compile (and are reported) when the backward first runs
+                training_loss(actual).backward()
     finally:
         torch._dynamo.reset()
     graphs, kernels = [], []
     for cg in compiled:
         env = bind_symbols(cg.graph, cg.last_args) if cg.last_args is not None else {}
         cg.record, cg.last_args = False, None
-        g = cg.graph
-        launches = iter(cg.plan.launches if cg.plan is not None else [])
-        failures = cg.plan.failures if cg.plan is not None else {}
-        for k, node in enumerate(n for n in g.nodes if n.op == "kernel"):
-            kernels.append(_kernel_report(node, g.name, next(launches, None), env, failures.get(k)))
-        fallbacks = [n.attrs["target"] for n in g.nodes if n.op == "aten"]
-        graphs.append(GraphReport(g.name, str(g), cg.passes, list(g.notes), fallbacks, graph_cost(g, env), g,
-                                  cg.cache))
+        graph, graph_kernels = report_graph(cg, env)
+        graphs.append(graph)
+        kernels += graph_kernels
     with torch.no_grad():
         expected = fn(*example_inputs)
-    return Report(graphs, kernels, count_eager(fn, *example_inputs), accuracy=accuracy(actual, expected))
+    on_gpu = any(_on_gpu(cg.graph) for cg in compiled)
+    note = cuda_graphs_note(opts.mode, on_gpu)
+    report = Report(graphs, kernels, count_eager(fn, *example_inputs, backward=backward),
+                    notes=[note] if note else [], accuracy=accuracy(actual, expected), mode=opts.mode,
+                    settings=settings(mode, options))
+    trace("mlc_explain", report.text)
+    return report
 
 
 __all__ = ["Accuracy", "GraphReport", "KernelReport", "Launch", "Report", "accuracy", "explain", "format_config",
-           "format_grid", "format_table", "fused_ops", "graph_counts", "pass_counts"]
+           "format_grid", "report_graph", "format_table", "fused_ops", "graph_counts", "pass_counts"]

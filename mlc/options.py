@@ -58,9 +58,21 @@ OPTIONS = [
     Option("cache", bool, True,
            "reuse whole compiled graphs from `$MLC_CACHE_DIR` (same graph, constants, options and mlc/torch/Triton "
            "versions: no passes, no code generation)", env="MLC_CACHE"),
+    Option("remote_cache", (str, type(None)), None,
+           "`redis://HOST:PORT/DB`: share whole compiled graphs and tuning results with every process using "
+           "this Redis (needs `pip install 'mlc[remote]'`); one missing locally is fetched from it "
+           "(`compiled.cache` says `hit (remote)`), and what is compiled is stored there; Redis down costs a "
+           "warning and a local compile; see [Sharing the cache across a fleet](#sharing-the-cache-across-a-fleet)",
+           env="MLC_REMOTE_CACHE"),
 ]
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# What each mode of torch.compile sets, as Inductor's modes do; an option given in `options` or
+# by its environment variable wins over its mode.
+MODE_OPTIONS = {"max-autotune": {"autotune": "max"}, "max-autotune-no-cudagraphs": {"autotune": "max"}}
+# The modes that ask for CUDA graphs (Inductor's "reduce-overhead" and "max-autotune"), which mlc
+# does not capture yet: mlc.explain says so (``cuda_graphs_note``).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class Options:
     strict: bool = PASS_OPTIONS["strict"].default
     fuel: int | None = None
     cache: bool = True
+    remote_cache: str | None = None
     mode: str = "default"
 
 
@@ -106,8 +119,21 @@ def _from_env(opt: Option):
     return value
 
 
-def make_options(mode: str | None = None, options: dict | None = None) -> Options:
-    """Validate ``mode`` and ``options`` from ``torch.compile`` and fill in defaults."""
+@dataclass(frozen=True)
+class Setting:
+    """An option's value in a compile and what set it: ``"default"``, ``"options"``, its
+    environment variable (``"MLC_AUTOTUNE"``), or the mode (``"mode 'max-autotune'"``)."""
+
+    name: str
+    value: object
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.name}={_default(self.value)} ({self.source})"
+
+
+def _resolve(mode: str | None, options: dict | None) -> tuple[str, dict, dict]:
+    """(mode, value per option, what set each): options beat the environment, which beats the mode."""
     mode = mode or "default"
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}' for backend 'mlc'; valid modes: {', '.join(MODES)}")
@@ -117,13 +143,40 @@ def make_options(mode: str | None = None, options: dict | None = None) -> Option
     if unknown:
         raise ValueError(f"unknown mlc option(s) {', '.join(map(repr, unknown))}; valid options: {', '.join(known)}")
     values = {o.name: _from_env(o) for o in OPTIONS}
+    sources = {o.name: o.env if os.environ.get(o.env or "") else "default" for o in OPTIONS}
+    for name, value in MODE_OPTIONS.get(mode, {}).items():
+        if sources[name] == "default":
+            values[name], sources[name] = value, f"mode {mode!r}"
     for name, value in options.items():
         # Checked here, or a bad value fails deep inside a compile with no option named.
         problem = known[name].problem(value)
         if problem:
             raise ValueError(f"mlc option '{name}' {problem}, got {value!r}")
-        values[name] = value
+        values[name], sources[name] = value, "options"
+    return mode, values, sources
+
+
+def make_options(mode: str | None = None, options: dict | None = None) -> Options:
+    """Validate ``mode`` and ``options`` from ``torch.compile`` and fill in the rest: the mode's
+    options (``MODE_OPTIONS``), then defaults; ``options`` and environment variables win."""
+    mode, values, _ = _resolve(mode, options)
     return replace(Options(), mode=mode, **values)
+
+
+def settings(mode: str | None = None, options: dict | None = None) -> list[Setting]:
+    """Every option's value for ``mode`` and ``options``, as ``make_options`` resolves it, with its source."""
+    _, values, sources = _resolve(mode, options)
+    return [Setting(o.name, values[o.name], sources[o.name]) for o in OPTIONS]
+
+
+def cuda_graphs_note(mode: str | None, on_gpu: bool) -> str | None:
+    """What became of the CUDA graphs ``mode`` asks for (None: it asks for none)."""
+    if mode not in CUDA_GRAPH_MODES:
+        return None
+    why = "mlc does not capture CUDA graphs yet"
+    if not on_gpu:
+        why = "the graphs run on CPU tensors (CUDA graphs capture GPU work only), and " + why
+    return f"CUDA graphs: not applied (mode {mode!r} asks for them): {why}"
 
 
 def _default(value) -> str:
@@ -137,6 +190,11 @@ def options_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+MODES_DOC = ("\"max-autotune\" and \"max-autotune-no-cudagraphs\" set autotune=\"max\"; \"reduce-overhead\" and "
+             "\"max-autotune\" ask for CUDA graphs, which mlc does not capture yet (mlc.explain says so); "
+             "an option given in options or by its environment variable wins over the mode")
+
+
 def options_text() -> str:
     """Every option with its values, default, environment variable and doc (``mlc options``)."""
     lines = []
@@ -144,7 +202,7 @@ def options_text() -> str:
         lines.append(f"{o.name}: {o.describe()}; default {_default(o.default)}; environment {o.env}")
         lines += textwrap.wrap(o.doc, 96, initial_indent="    ", subsequent_indent="    ")
     lines.append("mode (torch.compile's own argument, not an option): one of " + ", ".join(map(repr, MODES)))
-    lines.append("    all compiled the same way today")
+    lines += textwrap.wrap(MODES_DOC, 96, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines) + "\n"
 
 

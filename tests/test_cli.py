@@ -89,7 +89,7 @@ def test_opt_errors_are_one_line_with_exit_code_2(tmp_path):
     ("fold_constants{fold_limit=-1}", "mlc opt: pass fold_constants: option fold_limit must be a number >= 0, "
                                       "got -1.0"),
     ("quantize_weights{quantize=int4}", "must be one of None, 'int8-weight', got 'int4'"),
-    ("fuse{depth=2}", "mlc opt: pass fuse has no option 'depth'; it takes none"),
+    ("simplify{depth=2}", "mlc opt: pass simplify has no option 'depth'; it takes none"),
     ("fuse{", "mlc opt: cannot read --passes 'fuse{' from character 1"),
     ("lower_precision{precision}", "expected key=value items separated by spaces"),
 ])

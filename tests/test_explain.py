@@ -5,6 +5,7 @@ import html.parser
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -62,6 +63,30 @@ def test_op_without_triton_code_warns_by_name_and_stays_correct(recwarn):
     x, y = torch.randn(8), torch.randn(8)
     torch.testing.assert_close(f(x, y), torch.atan2(torch.exp(x), y) * 2)
     assert any("'atan2' has no Triton code" in str(w.message) for w in recwarn)
+
+
+def moe_router(x, w):
+    """A top-1 mixture-of-experts router: the chosen expert's weight, renormalized over the
+    one chosen (a sum over a size-1 dim)."""
+    probs = torch.softmax(x @ w, dim=-1)
+    top, expert = torch.topk(probs, 1, dim=-1)
+    return top / top.sum(dim=-1, keepdim=True), expert
+
+
+@pytest.mark.parametrize("options", [{}, {"fuel": 0}], ids=["default", "out_of_fuel"])
+def test_no_warning_says_an_op_with_triton_code_has_none(options):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = mlc.explain(moe_router, torch.randn(8, 16), torch.randn(16, 4), **options)
+    messages = [str(m.message) for m in caught]
+    assert not any("has no Triton code" in m for m in messages), messages
+    assert report.accuracy.max_abs == 0
+    notes = "\n".join(report.graphs[0].notes)
+    if options:  # no decision allowed: nothing fused, every op outside a kernel, and the notes say why
+        assert not report.kernels and "not a kernel: sum: out of fuel" in notes
+    else:  # the sum over one expert is a copy, fused with the division that reads it
+        assert [k.ops for k in report.kernels][-1] == ["copy", "div"]
+        assert "size-1" not in notes
 
 
 # --- the full report: kernels with grids, configs and roofs; the HTML page ------------------
@@ -192,7 +217,7 @@ def test_html_page_is_self_contained_and_shows_graph_passes_and_kernels(report, 
         assert k.source in page.pres and k.ir in page.pres
     # The drawing: each kernel a region holding the ops it fused, and linking to its source.
     kernels = [texts for cls, texts in page.groups if cls == "node kernel"]
-    assert kernels == [[k.name, *k.ops] for k in report.kernels]
+    assert kernels == [[k.name, f"#{i}", *k.ops] for i, k in enumerate(report.kernels)]
     assert [cls for cls, _ in page.groups].count("node fallback") == 1
     assert [cls for cls, _ in page.groups].count("node matmul") == 1
     ids = {a["id"] for _, a in page.tags if "id" in a}
@@ -206,3 +231,45 @@ def test_without_the_interpreter_kernels_show_the_config_and_grid_a_gpu_would_la
     assert (k.name, k.target, k.config, k.grid) == ("fused_exp_add", "GPU", {"BLOCK_SIZE": 1024, "num_warps": 4},
                                                     (3,))
     assert "BLOCK_SIZE=1024 num_warps=4" in str(report)
+
+
+# --- fallbacks named by what runs them ---------------------------------------------------------
+
+@torch.library.custom_op("mylib::twice", mutates_args=())
+def twice(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@twice.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def three_fallbacks(x):
+    return torch.sinh(torch.cumsum(twice(x.exp()), 0)) + 1  # a custom op, an ATen op, an op without Triton code
+
+
+def test_fallbacks_are_named_as_aten_ops_custom_ops_and_python_level(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = mlc.explain(three_fallbacks, torch.randn(4, 3))
+    messages = [str(m.message) for m in caught]
+    for expected in ["mlc: mylib.twice.default is a custom op (mylib::twice, torch.library); PyTorch runs it, "
+                     "outside any kernel (fallback: no lowering)",
+                     "mlc: aten.cumsum.default runs through ATen (fallback: no lowering)",
+                     "mlc: 'sinh' has no Triton code; mlc's torch reference runs it outside any kernel (a Python-level "
+                     "fallback)"]:
+        assert expected in messages, messages
+    assert not any("mylib.twice.default runs through ATen" in m for m in messages)
+    assert report.accuracy.max_rel <= 1e-5  # fp32, values up to ~100
+    lines = str(report).splitlines()
+    assert "  runs through ATen: aten.cumsum.default" in lines
+    assert "  custom ops (torch.library), run by PyTorch: mylib.twice.default" in lines
+    assert "  Python-level fallbacks (no Triton code; mlc's torch reference runs them): sinh" in lines
+    report.save_html(tmp_path / "report.html")
+    page = _Page()
+    page.feed((tmp_path / "report.html").read_text())
+    text = "".join(page.text)
+    assert "runs through ATen: aten.cumsum.default" in text
+    assert "custom ops (torch.library), run by PyTorch: mylib.twice.default" in text
+    assert "Python-level fallbacks (no Triton code; mlc's torch reference runs them): sinh" in text

@@ -77,3 +77,15 @@ def test_low_precision_saves_activations_in_that_type(precision, low, tol):
     assert saved.bytes == full.bytes // 2  # every saved activation was fp32
     for got, want in grads.values():  # against the fp32 model: the documented tolerance
         assert (got - want).abs().max() <= tol * want.abs().max()
+
+
+def test_explain_reports_a_training_step_with_its_saved_activations():
+    torch.manual_seed(0)
+    report = mlc.explain(LlamaMLP(), torch.randn(2, 8, 32, requires_grad=True), interpret=True, backward=True)
+    names = [g.name for g in report.graphs]
+    assert any(n.startswith("forward") for n in names) and any(n.startswith("backward") for n in names)
+    (forward,) = [g for g in report.graphs if g.saved]
+    assert "saved for backward" in forward.saved and "recomputed in backward instead" in forward.saved
+    assert f"saved for backward: {forward.saved}" in str(report)
+    assert report.eager.launches > len([g for g in report.graphs])  # eager counts the backward too
+    assert report.accuracy.max_rel < 1e-5

@@ -2,7 +2,9 @@
 
 ``collect_kernels`` gathers the kernels mlc generates for the model zoo
 (``mlc.testing.models``), forward and backward, deduplicated by source and argument types;
-``check_kernels`` compiles each for each GPU with ``mlc.codegen.aot.compile_for_gpu``.
+``check_kernels`` compiles each for each GPU with ``mlc.codegen.aot.compile_for_gpu``. Each
+result reports registers, spills and shared memory (``ptxas -v``), source lines and compile
+time; a kernel over ``LINES_BUDGET`` or ``SECONDS_BUDGET`` is flagged (``over_budget``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,27 @@ class Kernel:
         return kernel_id(self.source) if self.source else ""
 
 
+# What a kernel may cost before aot-check flags it (flagged kernels do not fail the check).
+# Lines: fusion keeps a region's kernel within mlc.passes.fuse.BUDGET (200 lines of body); the
+# module's head (signature, helpers) adds a few dozen, so a longer kernel is a region that
+# escaped it, or one op with very many operands (a cat of a hundred tensors).
+# Seconds: Triton's pipeline and ptxas for one GPU; the zoo's kernels take about a second or
+# less, and a GPU run pays this at each kernel's first launch. Wall time: with --jobs > 1
+# compiles overlap.
+LINES_BUDGET = 300
+SECONDS_BUDGET = 10.0
+
+
+def over_budget(r: AotResult) -> list[str]:
+    """What is over budget in one result: its source lines, its compile time."""
+    out = []
+    if r.lines > LINES_BUDGET:
+        out.append(f"{r.lines} source lines (budget {LINES_BUDGET})")
+    if r.seconds > SECONDS_BUDGET:
+        out.append(f"{r.seconds:.1f} s to compile (budget {SECONDS_BUDGET:g} s)")
+    return out
+
+
 def kernel_bodies(graph: Graph) -> list[Graph]:
     """The bodies of a (fused) graph's kernel nodes, in order."""
     return [n.attrs["body"] for n in graph.nodes if n.op == "kernel"]
@@ -76,6 +99,7 @@ SIZES = {
     "llama_block": [{}, {"d_model": 512, "n_heads": 8, "n_kv_heads": 4, "d_ff": 1408, "max_seq": 256, "seq": 256}],
     "conv_block": [{}, {"c": 32, "hw": 32}],
     "embedding_classifier": [{}, {"vocab": 8192, "d_model": 512, "n_classes": 1000, "seq": 64}],
+    "vit_block": [{}, {"hw": 32, "patch": 4, "d_model": 384, "n_heads": 6, "d_ff": 1536}],  # 65 tokens, head dim 64
 }
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
@@ -226,17 +250,24 @@ def summary(results: list[AotResult]) -> list[str]:
         regs = f"registers {min(r.registers for r in ok)}-{max(r.registers for r in ok)}" if ok else "no registers"
         smem = f"shared memory up to {max(r.shared for r in ok)} B" if ok else ""
         spilled = [r for r in ok if r.spills]
+        size = (f", up to {max(r.lines for r in ok)} source lines and {max(r.seconds for r in ok):.2f} s to compile"
+                if ok else "")
         lines.append(f"sm_{a}: {len(ok)} compiled, {sum(1 for r in results if r.arch == a and not r.ok)} failed, "
-                     f"{regs}, {smem}, {len(spilled)} with spills")
+                     f"{regs}, {smem}, {len(spilled)} with spills{size}")
     for r in results:
         if r.ok and r.spills:
             lines.append(f"spills: {r.name} [{r.hash}] sm_{r.arch}: {r.spill_stores} B stored, "
                          f"{r.spill_loads} B loaded, {r.registers} registers, config {r.config}")
+    for r in results:
+        if over_budget(r):
+            lines.append(f"over budget: {r.name} [{r.hash}] sm_{r.arch}: {'; '.join(over_budget(r))}")
     n_kernels = len(results) // max(len(archs), 1)  # one result per kernel and arch
     failed = [r for r in results if not r.ok]
     spilled = [r for r in results if r.ok and r.spills]
+    over = [r for r in results if over_budget(r)]
     lines.append(f"aot-check: {n_kernels} kernels x {len(archs)} archs ({', '.join(f'sm_{a}' for a in archs)}): "
-                 f"{len(results) - len(failed)} compiled, {len(failed)} failed, {len(spilled)} with spills")
+                 f"{len(results) - len(failed)} compiled, {len(failed)} failed, {len(spilled)} with spills, "
+                 f"{len(over)} over budget")
     return lines
 
 
@@ -286,7 +317,8 @@ def main(args) -> int:
     jobs = args.jobs or min(8, os.cpu_count() or 1)
     results = check_kernels(kernels, archs, jobs=jobs)
     for r in results:
-        print(r.line())
+        flags = over_budget(r)
+        print(r.line() + (f"  OVER BUDGET: {'; '.join(flags)}" if flags else ""))
         if args.verbose and not r.ok:
             print("    from " + ", ".join(r.origins[:5]) + (" ..." if len(r.origins) > 5 else ""))
             print("    " + (r.error or "").strip().replace("\n", "\n    "))
@@ -299,5 +331,5 @@ def main(args) -> int:
     return 1 if any(not r.ok for r in results) else 0
 
 
-__all__ = ["Kernel", "Variant", "capture_graphs", "check_kernels", "collect_kernels", "ir_kernels",
-           "kernel_bodies", "kernels_of", "main", "summary", "variants"]
+__all__ = ["LINES_BUDGET", "SECONDS_BUDGET", "Kernel", "Variant", "capture_graphs", "check_kernels", "collect_kernels",
+           "ir_kernels", "kernel_bodies", "kernels_of", "main", "over_budget", "summary", "variants"]

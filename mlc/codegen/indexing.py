@@ -83,7 +83,7 @@ def ravel(idx: list[str], shape) -> str:
     known = _UNRAVELED.get((tuple(idx), tuple(shape)))
     # Only where the index is written in terms of that flat name: an all-zero index (a
     # one-element shape) says nothing of it, and another kernel may have no such name.
-    if known is not None and re.search(rf"\b{re.escape(known)}\b", " ".join(idx)):
+    if known is not None and re.search(rf"(?<!\w){re.escape(known)}(?!\w)", " ".join(idx)):
         return known
     terms = []
     for k, (i, d) in enumerate(zip(idx, shape)):

@@ -21,6 +21,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.ops import OPS, REDUCTIONS, Category, promote
 from ..ir.types import TensorType, free_symbols, normalize_dim
 from . import indexing as ix
+from .budget import Tally
 from .exprs import GELU, HELPERS, POW_BY_CONSTANT, TRITON_EXPR
 from .source import CodegenError
 
@@ -39,7 +40,19 @@ _PTR_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16
 CODEGEN_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "argmax", "argmin", "any", "all"}
 CODEGEN_OPS = set(TRITON_EXPR) | {"gelu", "clamp", "convert", "div", "pow", "full", "arange", "view", "permute",
                                   "expand", "slice", "select", "copy", "embedding", "gather", "index_select",
-                                  "index", "cat", "mm", "bmm"} | CODEGEN_REDUCTIONS
+                                  "index", "cat", "mm", "bmm"} | CODEGEN_REDUCTIONS | \
+    {"attention", "attention_grad_kv", "attention_grad_q"}  # templates/attention.py
+
+
+def without_triton_code(graph: Graph) -> list[str]:
+    """The op-table ops of ``graph`` (outside kernels) that have no Triton code: mlc's torch
+    reference runs them, in Python (a Python-level fallback). Other ops outside a kernel were
+    left there by fusion, for a reason its notes give."""
+    return sorted({n.op for n in graph.nodes if n.op not in CODEGEN_OPS
+                   and OPS[n.op].category in (Category.POINTWISE, Category.REDUCTION)})
+
+
+_COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -85,9 +98,11 @@ class KernelWriter:
         self.mask = "mask"
         self.cond: list[str] = []  # extra load conditions (inside a branch of cat)
         self.raw_loads = False  # matmul operands keep their dtype (fp16 tiles for tl.dot)
+        self.tally = Tally(body)  # copies and lines, against the fusion pass's budget (``budget``)
 
     def line(self, text: str):
         self.lines.append("    " * self.indent + text)
+        self.tally.line(len(self.lines))
 
     def var(self, prefix: str, expr: str, dtype: torch.dtype) -> str:
         name = f"{prefix}{self.counter}"
@@ -123,7 +138,11 @@ class KernelWriter:
     def emit(self, value: Value, idx: list[str]) -> str:
         key = (value, tuple(idx), tuple(self.cond), self.mask, self.raw_loads)
         if key not in self.memo:
-            self.memo[key] = self._emit(value, idx)
+            self.tally.enter(value)
+            try:
+                self.memo[key] = self._emit(value, idx)
+            finally:
+                self.tally.depth -= 1
         return self.memo[key]
 
     def _emit(self, value: Value, idx: list[str]) -> str:
@@ -239,6 +258,8 @@ class KernelWriter:
         out_t = node.types[0]
         operands = [self.emit(v, ix.broadcast(idx, out_t.shape, v.type.shape)) for v in node.inputs]
         op, a = node.op, node.attrs
+        if op in _COMPARISONS:  # compare the values eager compares: fp16/bf16 ones rounded to their type
+            operands = [self._rounded(o, v.type.dtype) for o, v in zip(operands, node.inputs)]
         if out_t.dtype == torch.bool and op != "where":
             cd = compute_dtype(promote([v.type for v in node.inputs])) if node.inputs else torch.bool
         else:
@@ -277,6 +298,18 @@ class KernelWriter:
             self.helpers.update(h for h in HELPERS if h + "(" in expr)
         result_dtype = torch.bool if out_t.dtype == torch.bool else cd
         return self.var("tmp", expr, result_dtype)
+
+    def _rounded(self, v: str, dtype: torch.dtype) -> str:
+        """``v``, computed in fp32 registers, rounded to the fp16/bf16 ``dtype`` the graph gives it.
+
+        Arithmetic stays in fp32 between the graph's casts and stores, which only makes it more
+        accurate, except where a value is compared: a backward that recomputes an fp16 value
+        in a kernel (rematerialization) must find it equal to the fp16 value the forward
+        stored (the ties of amax/amin, a ReLU's mask), as eager does.
+        """
+        if dtype not in (torch.float16, torch.bfloat16) or is_literal(v) or self.dtypes.get(v) == dtype:
+            return v
+        return self.var("tmp", f"{self.convert(v, dtype)}.to(tl.float32)", torch.float32)
 
     def _div(self, args, cd, mode) -> str:
         a, b = args

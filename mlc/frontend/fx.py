@@ -2,21 +2,25 @@
 
 Each ATen op maps to mlc ops through one row of ``ATEN_TO_MLC``. An op with no row, or
 whose lowering disagrees with ATen's own result type, becomes an ``aten`` fallback node
-run by PyTorch, with a warning that names it. Symbolic sizes (SymInts) become sympy
-expressions over size symbols: in types, in attributes, and as ``symint`` values.
+run by PyTorch, with a warning that names it as what it is: an ATen op, or a custom op
+(``torch.library``). A call that no fallback node can make (a higher-order op, a Python
+function) leaves the whole graph to PyTorch, in Python (``UnsupportedGraph``). Symbolic
+sizes (SymInts) become sympy expressions over size symbols: in types, in attributes, and as
+``symint`` values.
 """
 
 from __future__ import annotations
 
 import operator
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sympy
 import torch
 import torch.fx
 
+from ..ir.fallback import custom_op_name, fallback_kind
 from ..ir.graph import Graph, GraphBuilder, Operand, Value
 from ..ir.types import SymType, TensorType, make_dim
 from .lowerings import ATEN_TO_MLC, IGNORED, Lowerer, LoweringError
@@ -129,8 +133,16 @@ def _import_call(L: Lowerer, node: torch.fx.Node, env) -> Any:
     else:
         reason = "no lowering"
     if not isinstance(target, torch._ops.OpOverload):
-        raise UnsupportedGraph(f"call to {target} ({node.name}) is not an ATen op")
-    warnings.warn(f"mlc: {target} runs through ATen (fallback: {reason})", stacklevel=2)
+        # A higher-order op (control flow, a mutating custom op's auto_functionalized) or a
+        # Python function: no fallback node can call it, so the whole graph stays in Python.
+        what = "a higher-order op" if isinstance(target, torch._ops.HigherOrderOperator) else "a Python function"
+        raise UnsupportedGraph(f"call to {target} ({node.name}) is {what}, not an ATen or custom op (a Python-level "
+                               f"fallback: the graph runs as PyTorch traced it)")
+    if fallback_kind(str(target)) == "custom op":
+        warnings.warn(f"mlc: {target} is a custom op ({custom_op_name(str(target))}, torch.library); PyTorch runs it, "
+                      f"outside any kernel (fallback: {reason})", stacklevel=2)
+    else:
+        warnings.warn(f"mlc: {target} runs through ATen (fallback: {reason})", stacklevel=2)
     return fallback(L, str(target), args, kwargs, val)
 
 
@@ -199,4 +211,4 @@ def _finish(L: Lowerer, node: torch.fx.Node, env) -> ImportedGraph:
             spec.append(("const", a))
         else:
             raise UnsupportedGraph(f"graph output of type {type(a).__name__} is not supported")
-    return ImportedGraph(L.b.build(outputs), tuple(spec))
+    return ImportedGraph(replace(L.b.build(outputs), notes=tuple(L.notes)), tuple(spec))

@@ -14,6 +14,14 @@ reader outside kernels are dead code afterwards.
 
 A candidate region is legal when it creates no cycle and the code generator can write it
 as one kernel; each rejected neighbour pair is recorded with the reason in ``graph.notes``.
+A region of more than one op must also fit ``BUDGET`` (``mlc.codegen.budget``): a kernel
+computes a value once per index and ``cat`` branch it is read at, so chains of slices and
+``cat``s (a scan written out over a sequence) would copy their values quadratically or
+exponentially often. A merge in which some value would be written more than
+``copies_per_use`` times per read of it, whose expressions would nest deeper than ``depth``
+or whose kernel would be longer than ``lines``, is refused (a ``not inlined:`` note): the
+region ends there and the next kernel reads the value from memory, so kernels stay linear
+in the size of their regions.
 A matmul becomes a Triton kernel when it gets an epilogue (bias, activation, residual, cast,
 or a second matmul of the same input it meets in a pointwise op, as in SwiGLU); a matmul
 with nothing to fuse stays an ATen call (cuBLAS on a GPU). Fallbacks are never fused.
@@ -21,12 +29,14 @@ with nothing to fuse stays an ATen call (cuBLAS on a GPU). Fallbacks are never f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from dataclasses import replace
 
 import networkx as nx
 
+from ..codegen.budget import Budget, OverBudget, limit
 from ..codegen.templates import generate
 from ..codegen.writer import CODEGEN_OPS, CodegenError, kernel_name
 from ..ir import fuel
@@ -35,10 +45,18 @@ from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
 from .manager import PassOption, pass_options
 
+# What one kernel may inline: each value written at most 4 times per read of it in the region
+# (a looped reduction recomputes its producers once per loop, 2 or 3 times), expressions at
+# most 100 values deep, at most 200 lines in all: the zoo's largest kernels have under 100,
+# and a GPU compile grows faster than the source (`mlc aot-check`: a 250-line chain takes
+# Triton and ptxas about 10 s for sm_90, a 500-line one 40 s).
+BUDGET = Budget(copies_per_use=4, depth=100, lines=200)
+
 
 def _fusible(node: Node) -> bool:
     cat = OPS[node.op].category
-    return cat in (Category.POINTWISE, Category.REDUCTION, Category.DATA, Category.MATMUL) and node.op in CODEGEN_OPS
+    return cat in (Category.POINTWISE, Category.REDUCTION, Category.DATA, Category.MATMUL, Category.ATTENTION) and \
+        node.op in CODEGEN_OPS
 
 
 def _only_matmuls(nodes) -> bool:
@@ -162,19 +180,25 @@ class _Regions:
                         frontier.append(nxt)
         return False
 
-    def why_not(self, nodes: list[Node]) -> str | None:
+    def why_not(self, nodes: list[Node]) -> tuple[str, str] | None:
+        """None if ``nodes`` can be one kernel; else the note's kind and the reason: ``not
+        fused`` (a cycle, or what no template writes) or ``not inlined`` (over ``BUDGET``)."""
         if self.creates_cycle(set(nodes)):
-            return "would create a cycle through an op outside the kernel"
+            return "not fused", "would create a cycle through an op outside the kernel"
         try:
-            generate(self.body(nodes)[0])
+            # One op alone is always within budget: its code is linear in its operands.
+            with limit(BUDGET) if len(nodes) > 1 else contextlib.nullcontext():
+                generate(self.body(nodes)[0])
+        except OverBudget as e:
+            return "not inlined", str(e)
         except CodegenError as e:
-            return str(e)
+            return "not fused", str(e)
         except Exception as e:  # noqa: BLE001 - a code generator bug: the region is not fused, never a crash
             if self.strict:
                 raise
             why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
             _warn_codegen_bug(why)
-            return f"code generation failed ({why}), a bug in mlc"
+            return "not fused", f"code generation failed ({why}), a bug in mlc"
         return None
 
     def try_merge(self, ids: list[int], extra: list[Node]) -> bool:
@@ -226,20 +250,27 @@ def fuse(graph: Graph, strict: bool = STRICT.default) -> Graph:
                                f"{node.op} is not generated as a kernel ({OPS[node.op].category.value})")
             continue
         producers = r.producer_regions(node)
-        if len(producers) > 1 and r.why_not(sum((r.members[i] for i in producers), []) + [node]) is None \
-                and r.try_merge(producers, [node]):
-            continue
+        if len(producers) > 1:
+            refusal = r.why_not(sum((r.members[i] for i in producers), []) + [node])
+            if refusal is None and r.try_merge(producers, [node]):
+                continue
+            if refusal is not None and refusal[0] == "not inlined":  # the others say why not one by one
+                r.notes.append(f"not inlined: {' + '.join(r.members[i][-1].op for i in producers)} -> {node.op}: "
+                               f"{refusal[1]}; not all of them join {node.op}'s kernel")
         for i in producers:
-            reason = r.why_not(r.members[i] + [node])
-            if reason is None and r.try_merge([i], [node]):
+            refusal = r.why_not(r.members[i] + [node])
+            if refusal is None and r.try_merge([i], [node]):
                 break
-            r.notes.append(f"not fused: {r.members[i][-1].op} -> {node.op}: {reason or _NO_FUEL}")
+            kind, reason = refusal or ("not fused", _NO_FUEL)
+            if kind == "not inlined":
+                reason += f"; {node.op} reads the results of {r.members[i][-1].op}'s kernel from memory instead"
+            r.notes.append(f"{kind}: {r.members[i][-1].op} -> {node.op}: {reason}")
         else:
             # Alone, too, the node must be one kernel (a pow with a tensor exponent, a
             # reduction of a 0-d tensor are not); if not, it runs through its torch reference.
-            reason = r.why_not([node])
-            if reason is not None or not r.try_merge([], [node]):
-                r.notes.append(f"not a kernel: {node.op}: {reason or _NO_FUEL}")
+            refusal = r.why_not([node])
+            if refusal is not None or not r.try_merge([], [node]):
+                r.notes.append(f"not a kernel: {node.op}: {refusal[1] if refusal else _NO_FUEL}")
     _fuse_siblings(r)
     for i in [i for i, ms in r.members.items() if _only_matmuls(ms) and not r.body(ms)[0].count("convert")]:
         # A matmul with nothing to fuse runs as ATen (cuBLAS on a GPU), not as the template.

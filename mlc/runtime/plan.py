@@ -20,8 +20,9 @@ import triton
 from .. import autotune as tuner
 from ..codegen.compile import load_kernel, sizes_fn
 from ..codegen.templates import PERSISTENT_LIMIT, KernelSource, generate, is_aten, template_of
+from ..codegen.writer import without_triton_code
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops import OPS, Category
+from ..ir.ops import OPS
 from ..ir.types import SymType, free_symbols
 from ..ir.reference import _has_symbols, resolve, run_reference
 
@@ -43,7 +44,8 @@ def _symbol_getters(graph: Graph) -> list[tuple[sympy.Symbol, int, int | None]]:
 
 @functools.lru_cache(maxsize=None)
 def _warn_unsupported(op: str):
-    warnings.warn(f"mlc: '{op}' has no Triton code; it runs through torch outside any kernel", stacklevel=4)
+    warnings.warn(f"mlc: '{op}' has no Triton code; mlc's torch reference runs it outside any kernel (a Python-level "
+                  f"fallback)", stacklevel=4)
 
 
 class KernelLaunch:
@@ -59,13 +61,14 @@ class KernelLaunch:
     """
 
     def __init__(self, body: Graph, interpret: bool, persistent_limit: int = PERSISTENT_LIMIT,
-                 autotune: str = "off", source: KernelSource | None = None):
+                 autotune: str = "off", source: KernelSource | None = None, remote_cache: str | None = None):
         self.source: KernelSource = source or generate(body, persistent_limit, interpret)
         self.template = template_of(self.source)
         self.fn = load_kernel(self.source, interpret)
         self.body = body
         self.interpret = interpret
         self.autotune = autotune
+        self.remote_cache = remote_cache  # where tuning results are shared too (the option)
         self.tunings: dict[tuple, tuner.Tuning] = {}
         self.tuning: tuner.Tuning | None = None
         ks = self.source
@@ -115,7 +118,8 @@ class KernelLaunch:
             timer = None
             if not self.interpret and inputs and all(x.is_cuda for x in inputs if isinstance(x, torch.Tensor)):
                 timer = functools.partial(self._time, inputs, env)
-            self.tunings[b] = tuner.tune(self.source, self.body, sizes, env or {}, level, timer)
+            self.tunings[b] = tuner.tune(self.source, self.body, sizes, env or {}, level, timer,
+                                         remote=self.remote_cache)
         self.tuning = self.tunings[b]
         return (fixed if self.interpret else self.tuning.config), True
 
@@ -191,9 +195,11 @@ class Plan:
     """
 
     def __init__(self, graph: Graph, interpret: bool, autotune: str = "off",
-                 sources: Sequence[KernelSource] | None = None, strict: bool = False):
+                 sources: Sequence[KernelSource] | None = None, strict: bool = False,
+                 remote_cache: str | None = None):
         self.graph = graph
         self.autotune = autotune
+        self.remote_cache = remote_cache
         self.strict = strict
         self.failures: dict[int, str] = {}
         self._sources = iter(sources or ())
@@ -224,9 +230,10 @@ class Plan:
         # Constants take no step (they are put in place before the first).
         self.free_after = [f for n, f in zip(graph.nodes, self.free_after) if n.op != "constant"]
         assert len(self.free_after) == len(self.steps)
-        unsupported = sorted({n.op for n in graph.nodes if OPS[n.op].category in (Category.POINTWISE,
-                                                                                     Category.REDUCTION)})
-        for op in unsupported:
+        # Only an op with no Triton code is named here. Any other op outside a kernel was left
+        # there by fusion (a template that cannot write it, a cycle, the inlining budget, or
+        # optimization fuel), and the graph's `not fused:`/`not a kernel:` notes say why.
+        for op in without_triton_code(graph):
             _warn_unsupported(op)
 
     def _kernel_step(self, node: Node, ins: list[int], outs: list[int], interpret: bool):
@@ -241,7 +248,8 @@ class Plan:
         source = next(self._sources, None)
         index = len(self.launches)
         try:
-            launch = KernelLaunch(body, interpret, autotune=self.autotune, source=source)
+            launch = KernelLaunch(body, interpret, autotune=self.autotune, source=source,
+                                  remote_cache=self.remote_cache)
         except Exception as e:  # noqa: BLE001 - the safety net: any failure of code generation
             if self.strict:
                 raise

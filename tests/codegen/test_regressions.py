@@ -82,3 +82,41 @@ def test_reduction_over_an_empty_dim_beside_an_empty_output():
 
     (out,) = KernelLaunch(body, interpret=True)([torch.empty(0, 5)], {})
     assert torch.equal(out, torch.zeros(5))
+
+
+def test_comparisons_see_fp16_values_as_eager_rounds_them():
+    # A backward that recomputes an fp16 product in a kernel (the min-cut partitioner's
+    # rematerialization) compared it, still in fp32, with the fp16 minimum the forward stored:
+    # no element was equal, amin's gradient divided by zero ties (inf). The fuzzer found it in
+    # fp16 and bf16 training programs; comparisons now round fp16/bf16 operands to their type.
+    from mlc.runtime.plan import KernelLaunch
+
+    for t, dtype in (("f16", torch.float16), ("bf16", torch.bfloat16)):
+        body = verify(parse(f"""graph @k(%x: {t}[2,7,5], %y: {t}[2,7,5], %m: {t}[1,7,5]) {{
+          %0 = mul(%x, %y) : {t}[2,7,5]
+          %1 = eq(%0, %m) : b8[2,7,5]
+          return %1
+        }}"""))
+        gen = torch.Generator().manual_seed(0)
+        x, y = (torch.randn(2, 7, 5, generator=gen).to(dtype) for _ in range(2))
+        m = (x * y).amin(0, keepdim=True)  # the forward's stored minimum, rounded to fp16/bf16
+        (got,) = KernelLaunch(body, interpret=True)([x, y, m], {})
+        assert torch.equal(got, x * y == m) and got.any(0).all()  # every column finds its minimum
+
+
+def test_variance_of_equal_values_is_exactly_zero():
+    # A two-pass variance of 7 equal values came out ~1e-15, not 0 (the mean rounds), so a
+    # `var > 0` test flipped against eager's (torch's Welford gives exactly 0); the reduction
+    # template now shifts each row by its first element.
+    from mlc.runtime.plan import KernelLaunch
+
+    body = verify(parse("""graph @k(%x: f32[1,8]) {
+      %0 = expand(%x) {shape=[7, 8]} : f32[7,8]
+      %1 = var(%0) {dims=[0], keepdim=true} : f32[1,8]
+      %2 = full {shape=[], value=0, dtype=f32} : f32[]
+      %3 = gt(%1, %2) : b8[1,8]
+      return %1, %3
+    }"""))
+    x = torch.tensor([[0.1, 1 / 3, 7.7, -2.9, 1e-3, 5.5, 0.7, 1e4]])
+    var, positive = KernelLaunch(body, interpret=True)([x], {})
+    assert torch.equal(var, torch.zeros(1, 8)) and not positive.any()

@@ -16,7 +16,7 @@ from mlc.passes.lower_precision import PRECISION
 def test_passes_declare_the_options_they_take():
     assert options_of(fold_constants) == (FOLD_LIMIT,) and options_of(lower_precision) == (PRECISION,)
     assert options_of(PASSES["narrow_storage"]) == (PRECISION,)  # one option, two passes
-    assert sorted(PASS_OPTIONS) == ["fold_limit", "precision", "quantize"]
+    assert sorted(PASS_OPTIONS) == ["fold_limit", "precision", "quantize", "strict"]  # strict: fuse's
 
 
 def test_compile_options_are_the_pass_declarations():
@@ -33,7 +33,8 @@ def test_build_pipeline_binds_each_pass_from_the_compile_options():
     assert [p.__name__ for p in passes] == [p.__name__ for p in PIPELINE]
     bound = {p.__name__: p.keywords for p in passes if hasattr(p, "keywords")}
     assert bound == {"lower_precision": {"precision": "bf16"}, "fold_constants": {"fold_limit": 0},
-                     "quantize_weights": {"quantize": "int8-weight"}, "narrow_storage": {"precision": "bf16"}}
+                     "quantize_weights": {"quantize": "int8-weight"}, "narrow_storage": {"precision": "bf16"},
+                     "fuse": {"strict": opts.strict}}
     assert options_of(passes[PIPELINE.index(fold_constants)]) == (FOLD_LIMIT,)  # a bound pass keeps them
 
 

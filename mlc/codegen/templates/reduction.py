@@ -77,7 +77,12 @@ class _ReductionWriter(KernelWriter):
             total = self._pass(x, "0", acc_dt, lambda v: v, "+", "_add")
             out = total if op == "sum" else self.var("red", f"{total} / rnumel", acc_dt)
         elif op == "var":
-            mean = self.var("red", f"{self._pass(x, '0', acc_dt, lambda v: v, '+', '_add')} / rnumel", acc_dt)
+            # Shifted by the row's first element: a row of equal values sums zeros, so its mean is
+            # that value exactly and its variance exactly 0, as torch's (Welford) gives; a plain
+            # two-pass mean is off by a rounding error there, and var > 0 would flip.
+            shift = self._first(x, acc_dt)
+            total = self._pass(x, "0", acc_dt, lambda v: f"({v} - {shift})", "+", "_add")
+            mean = self.var("red", f"{shift} + {total} / rnumel", acc_dt)
             sq = self._pass(x, "0", acc_dt, lambda v: f"({v} - {mean}) * ({v} - {mean})", "+", "_add")
             out = self.var("red", f"{sq} / tl.maximum(rnumel - {node.attrs['correction']}, 0)", acc_dt)
         elif op in ("amax", "amin"):
@@ -96,6 +101,21 @@ class _ReductionWriter(KernelWriter):
         else:
             raise CodegenError(f"no Triton code for reduction '{op}'")
         return out
+
+    def _first(self, x, dt) -> str:
+        """``x`` at the first element of each row ([XBLOCK, 1]; 0 for an empty row)."""
+        saved = self.mask
+        self.mask = "xmask & (xindex * 0 < rnumel)"  # a block compare: the interpreter wants a block mask
+        try:
+            # The reduced dims at 0, written as a block of zeros: the load is then a block, one
+            # element per row, even where no kept dim indexes it (a kept dim of size 1 is x0 = 0).
+            idx = [f"x{k}" if k in self.K else "(xindex * 0)" for k in range(len(self.F))]
+            v = self.cast(self.emit(x, idx), dt)
+        finally:
+            self.mask = saved
+        if self.is_scalar(v):  # a literal, or a 0-d input: the same value for every row
+            v = self.var("red", f"tl.full([XBLOCK, 1], 0, {TL_DTYPE[dt]}) + {v}", dt)
+        return v
 
     def _extreme(self, x, is_max: bool, dt) -> str:
         helper = "_maximum" if is_max else "_minimum"
