@@ -163,25 +163,41 @@ def load_explain_target(target: str) -> tuple[object, tuple]:
     return fn, tuple(inputs)
 
 
-def _explain(args) -> int:
-    from .explain import explain
+def _script_options(args, mode: str | None = None) -> dict:
+    """The ``-o KEY=VALUE`` options of a script command, validated as torch.compile's are."""
     from .options import make_options
 
     options = dict(_option(item) for item in args.option)
     try:
-        make_options(args.mode, options)
+        make_options(mode, options)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
-        raise UsageError(f"cannot write {args.html}: no such directory")
+    return options
+
+
+def _on_script(command: str, target: str, run):
+    """``run(fn, inputs)`` on the script's function; None when the script or the compile raised
+    (its traceback printed, then one line): the command then exits with code 1."""
     try:
-        fn, inputs = load_explain_target(args.target)
-        report = explain(fn, *inputs, mode=args.mode, dynamic=args.dynamic or None, **options)
+        fn, inputs = load_explain_target(target)
+        return run(fn, inputs)
     except UsageError:
         raise
     except Exception as e:  # the user's script or the compile failed: its traceback is what helps
         traceback.print_exc()
-        print(f"mlc explain: {args.target} failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        print(f"mlc {command}: {target} failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return None
+
+
+def _explain(args) -> int:
+    from .explain import explain
+
+    options = _script_options(args, args.mode)
+    if args.html and not os.path.isdir(os.path.dirname(os.path.abspath(args.html))):
+        raise UsageError(f"cannot write {args.html}: no such directory")
+    report = _on_script("explain", args.target, lambda fn, inputs: explain(
+        fn, *inputs, mode=args.mode, dynamic=args.dynamic or None, **options))
+    if report is None:
         return 1
     if args.html:
         try:
@@ -196,21 +212,11 @@ def _explain(args) -> int:
 
 def _bisect(args) -> int:
     from .cli.bisect import bisect
-    from .options import make_options
 
-    options = dict(_option(item) for item in args.option)
-    try:
-        make_options(None, options)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
-        fn, inputs = load_explain_target(args.target)
-        result = bisect(fn, *inputs, tolerance=args.tol, dynamic=args.dynamic or None, **options)
-    except UsageError:
-        raise
-    except Exception as e:  # the user's script or the compile failed: its traceback is what helps
-        traceback.print_exc()
-        print(f"mlc bisect: {args.target} failed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+    options = _script_options(args)
+    result = _on_script("bisect", args.target, lambda fn, inputs: bisect(
+        fn, *inputs, tolerance=args.tol, dynamic=args.dynamic or None, **options))
+    if result is None:
         return 1
     print(result.text())
     return 1 if result.full.error > result.tolerance else 0
