@@ -5,8 +5,9 @@ its values at symbolic indices (see ``indexing``): loads through strides and vie
 pointwise arithmetic from ``TRITON_EXPR``, gathers and ``cat``. The templates in
 ``templates/`` decide the loops and the stores around it.
 
-Arithmetic on fp16/bf16 values runs in fp32 registers; values are rounded only where the
-graph converts (``convert``) and where they are stored.
+Arithmetic on fp16/bf16 values runs in fp32 registers, and each fp16/bf16 value the graph
+computes is rounded to its type there (see ``KernelWriter.emit``): a register holds what
+eager's tensor would, wherever the kernel boundaries fall.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CODEGEN_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "argmax", "argmin", 
 CODEGEN_OPS = set(TRITON_EXPR) | {"gelu", "clamp", "convert", "div", "pow", "full", "arange", "view", "permute",
                                   "expand", "slice", "select", "copy", "embedding", "gather", "index_select",
                                   "index", "cat", "mm", "bmm"} | CODEGEN_REDUCTIONS | \
-    {"attention", "attention_grad_kv", "attention_grad_q"}  # templates/attention.py
+    {"attention", "attention_grad_kv", "attention_grad_q"} | {"index_copy"}  # templates/attention.py, scatter.py
 
 
 def without_triton_code(graph: Graph) -> list[str]:
@@ -52,7 +53,7 @@ def without_triton_code(graph: Graph) -> list[str]:
                    and OPS[n.op].category in (Category.POINTWISE, Category.REDUCTION)})
 
 
-_COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
+_LOW = (torch.float16, torch.bfloat16)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -69,7 +70,8 @@ class KernelWriter:
     - ``emit(value, idx)`` returns the name (or literal) of ``value`` at the symbolic index
       ``idx`` (one index expression per dim, see ``indexing``), writing the loads and the
       arithmetic it needs once per (value, index, mask); inputs are loaded under ``mask``
-      (and ``cond``, a branch of ``cat``), fp16/bf16 values are computed in fp32;
+      (and ``cond``, a branch of ``cat``), fp16/bf16 values are computed in fp32 and rounded
+      to their type;
     - ``var(prefix, expr, dtype)`` names an expression; ``convert``/``cast`` change dtypes;
     - ``finish(name, sizes, meta)`` returns the module's source, its runtime argument names
       and their Triton signature: pointers (``in{k}_ptr``, ``out{k}_ptr``), ``sizes``, the
@@ -91,6 +93,7 @@ class KernelWriter:
         self.memo: dict = {}
         self.dtypes: dict[str, torch.dtype] = {}
         self.scalars: set[str] = set()  # variables holding one value, not a block (see is_scalar)
+        self.exact: dict[str, torch.dtype] = {}  # fp32 variables holding a value of this fp16/bf16 type exactly
         self.helpers: set[str] = set()
         self.users = body.users()
         self.input_index = {n.out: k for k, n in enumerate(body.inputs)}
@@ -120,7 +123,7 @@ class KernelWriter:
 
     def convert(self, v: str, dtype: torch.dtype) -> str:
         """Code converting ``v`` to ``dtype`` (exactly as torch rounds)."""
-        if dtype == torch.bfloat16 and self.dtypes.get(v) != torch.bfloat16:
+        if dtype == torch.bfloat16 and self.dtypes.get(v) != torch.bfloat16 and self.exact.get(v) != dtype:
             self.helpers.add("_to_bf16")
             return f"_to_bf16({v})"
         return f"{v}.to({TL_DTYPE[dtype]})"
@@ -140,9 +143,12 @@ class KernelWriter:
         if key not in self.memo:
             self.tally.enter(value)
             try:
-                self.memo[key] = self._emit(value, idx)
+                v = self._emit(value, idx)
             finally:
                 self.tally.depth -= 1
+            if value.type.dtype in _LOW and not self.raw_loads:
+                v = self._rounded(v, value.type.dtype)
+            self.memo[key] = v
         return self.memo[key]
 
     def _emit(self, value: Value, idx: list[str]) -> str:
@@ -165,6 +171,9 @@ class KernelWriter:
             return self._gather(node, idx)
         if op == "cat":
             return self._cat(node, idx)
+        if op == "index_copy":
+            raise CodegenError("an index_copy result is read from memory: its kernel (templates/scatter.py) writes "
+                               "only the indexed slices, in place")
         if OPS[op].category is not Category.POINTWISE or op not in CODEGEN_OPS:
             raise CodegenError(f"no Triton code for '{op}'")
         return self._pointwise(node, idx)
@@ -189,7 +198,9 @@ class KernelWriter:
             v = self.var("tmp", f"{v} != 0", torch.bool)
         if self.raw_loads or compute_dtype(t.dtype) == t.dtype:
             return v
-        return self.var("tmp", self.cast(v, t.dtype), compute_dtype(t.dtype))
+        v = self.var("tmp", self.cast(v, t.dtype), compute_dtype(t.dtype))
+        self.exact[v] = t.dtype
+        return v
 
     def _view_index(self, node: Node, idx: list[str]) -> list[str]:
         x, out = node.inputs[0].type, node.types[0]
@@ -258,8 +269,6 @@ class KernelWriter:
         out_t = node.types[0]
         operands = [self.emit(v, ix.broadcast(idx, out_t.shape, v.type.shape)) for v in node.inputs]
         op, a = node.op, node.attrs
-        if op in _COMPARISONS:  # compare the values eager compares: fp16/bf16 ones rounded to their type
-            operands = [self._rounded(o, v.type.dtype) for o, v in zip(operands, node.inputs)]
         if out_t.dtype == torch.bool and op != "where":
             cd = compute_dtype(promote([v.type for v in node.inputs])) if node.inputs else torch.bool
         else:
@@ -271,11 +280,19 @@ class KernelWriter:
             expr = self.convert(v, out_t.dtype)
             if self.raw_loads:  # a matmul operand's cast (a prologue): the tile stays in the new type
                 return self.var("tmp", expr, out_t.dtype)
-            if out_t.dtype != cd:  # round to the low-precision type, then compute in fp32 again
-                expr += f".to({TL_DTYPE[cd]})"
-            return self.var("tmp", expr, cd)
+            if out_t.dtype == cd:
+                return self.var("tmp", expr, cd)
+            v = self.var("tmp", f"{expr}.to({TL_DTYPE[cd]})", cd)  # rounded, then computed in fp32 again
+            self.exact[v] = out_t.dtype
+            return v
         args = [operands[0]] + [self.cast(o, cd) for o in operands[1:]] if op == "where" else \
             [self.cast(o, cd) for o in operands]
+        k = 1 if op == "where" else 0
+        if args[k:] and all(is_literal(o) for o in args):
+            # Of constants only (a full that folding left: sin(nan)), the expression would be a
+            # Python float, which has no .to; a block of the constant instead, as _load reads one
+            # element (Triton 3.9's interpreter mistypes comparisons of scalars: `|` then fails).
+            args[k] = self.var("tmp", f"tl.full([], {args[k]}, {TL_DTYPE[cd]}) + ({self.mask}) * 0", cd)
         if op == "gelu":
             expr = GELU[a["approximate"]].format(*args)
         elif op == "clamp":
@@ -296,20 +313,30 @@ class KernelWriter:
         else:
             expr = TRITON_EXPR[op].format(*args)
             self.helpers.update(h for h in HELPERS if h + "(" in expr)
+        if out_t.dtype in _LOW:  # rounded on the same line (see _rounded)
+            v = self.var("tmp", f"{self.convert(f'({expr})', out_t.dtype)}.to(tl.float32)", torch.float32)
+            self.exact[v] = out_t.dtype
+            return v
         result_dtype = torch.bool if out_t.dtype == torch.bool else cd
         return self.var("tmp", expr, result_dtype)
 
     def _rounded(self, v: str, dtype: torch.dtype) -> str:
         """``v``, computed in fp32 registers, rounded to the fp16/bf16 ``dtype`` the graph gives it.
 
-        Arithmetic stays in fp32 between the graph's casts and stores, which only makes it more
-        accurate, except where a value is compared: a backward that recomputes an fp16 value
-        in a kernel (rematerialization) must find it equal to the fp16 value the forward
-        stored (the ties of amax/amin, a ReLU's mask), as eager does.
+        Every fp16/bf16 value is (``emit``). Left in fp32 between the graph's casts and stores,
+        a value would differ from the same value stored or converted to its type: a backward
+        that recomputes part of the forward (rematerialization) would find no tie with the
+        amax/amin the forward stored, or cancel ``x - mean`` over one element to its rounding
+        error, times ``rsqrt(eps)``, instead of to 0. Where a kernel stores a value, where it
+        converts one, and so where the min-cut partitioner splits forward from backward,
+        changes from graph to graph; only rounding every value agrees with all of them, as
+        eager does.
         """
-        if dtype not in (torch.float16, torch.bfloat16) or is_literal(v) or self.dtypes.get(v) == dtype:
+        if dtype not in _LOW or is_literal(v) or self.dtypes.get(v) == dtype or self.exact.get(v) == dtype:
             return v
-        return self.var("tmp", f"{self.convert(v, dtype)}.to(tl.float32)", torch.float32)
+        v = self.var("tmp", f"{self.convert(v, dtype)}.to(tl.float32)", torch.float32)
+        self.exact[v] = dtype
+        return v
 
     def _div(self, args, cd, mode) -> str:
         a, b = args
@@ -329,6 +356,13 @@ class KernelWriter:
                 base = self.var("tmp", f"tl.full([], {base}, {TL_DTYPE[compute_dtype(node.types[0].dtype)]})",
                                 compute_dtype(node.types[0].dtype))
             return POW_BY_CONSTANT[exp_node.attrs["value"]].format(base)
+        base_node = node.inputs[0].node
+        if base_node.op == "full" and isinstance(base_node.attrs["value"], (int, float)) \
+                and base_node.attrs["value"] > 0 and node.types[0].dtype.is_floating_point:
+            # A positive constant to a computed power (Adam's beta ** step): exp2(e * log2(b)),
+            # within a few ulps of pow, in the instructions Triton has everywhere.
+            log2 = math.log2(base_node.attrs["value"])
+            return f"tl.exp2({self.cast(args[1], torch.float32)} * {log2!r})"
         raise CodegenError("pow with an exponent that is not a small constant needs libdevice")
 
     def finish(self, name: str, sizes: list[str], meta: list[str]) -> tuple[str, list[str], dict[str, str]]:

@@ -120,3 +120,92 @@ def test_variance_of_equal_values_is_exactly_zero():
     x = torch.tensor([[0.1, 1 / 3, 7.7, -2.9, 1e-3, 5.5, 0.7, 1e4]])
     var, positive = KernelLaunch(body, interpret=True)([x], {})
     assert torch.equal(var, torch.zeros(1, 8)) and not positive.any()
+
+
+
+def test_values_read_as_fp32_are_rounded_to_their_type():
+    # F.layer_norm over a last dim of size 1 in fp16/bf16 training: the backward computes
+    # x_f32 - bf16(mean(x_f32)) with mean(x) = x, times rsqrt(0 + eps) = 316. Eager gets 0;
+    # the kernel converted the fp32 register of a computed bf16 value (exp, log: never rounded)
+    # to fp32 as it was, but rounded it on the way to bf16, so the difference was its rounding
+    # error, times 316 (fuzzer seeds 861, 8578, 8874). Every fp16/bf16 value a kernel computes
+    # is now rounded to its type (KernelWriter.emit), also where an op promotes it (%y * %0).
+    from mlc.ir.reference import run_reference
+    from mlc.runtime.plan import KernelLaunch
+
+    for t, dtype in (("f16", torch.float16), ("bf16", torch.bfloat16)):
+        body = verify(parse(f"""graph @k(%x: {t}[4,5,1], %y: f32[4,5,1]) {{
+          %0 = exp(%x) : {t}[4,5,1]
+          %1 = convert(%0) {{dtype=f32}} : f32[4,5,1]
+          %2 = copy(%1) : f32[4,5,1]
+          %3 = convert(%2) {{dtype={t}}} : {t}[4,5,1]
+          %4 = sub(%1, %3) : f32[4,5,1]
+          %5 = mul(%y, %0) : f32[4,5,1]
+          %6 = sub(%5, %3) : f32[4,5,1]
+          return %4, %6
+        }}"""))
+        x = torch.randn(4, 5, 1, generator=torch.Generator().manual_seed(0)).to(dtype)
+        inputs = [x, torch.ones(4, 5, 1)]
+        got = KernelLaunch(body, interpret=True)(inputs, {})
+        want = run_reference(body, inputs)
+        assert all(torch.equal(w, torch.zeros(4, 5, 1)) for w in want)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_a_value_is_the_same_whichever_kernel_stores_it():
+    # amax/amin's gradient finds the ties between the forward's stored result and the backward's
+    # recomputation of its input; the two kernels round where they store, and the min-cut
+    # partitioner decides which values those are. Seed 7564: the forward stored silu(x) (saved)
+    # but took amin(silu(x) * y) from the unrounded silu, while the backward recomputed the
+    # product from the saved one: no tie, a division by 0 ties (inf). Seed 8841, the other way:
+    # the backward stored rsqrt(mean(x^2) + eps) (needed later) and computed x * rsqrt + x from
+    # it rounded, the forward from it unrounded. With every fp16/bf16 value rounded, a value is
+    # the same in every kernel that computes it.
+    from mlc.runtime.plan import KernelLaunch
+
+    for t, dtype in (("f16", torch.float16), ("bf16", torch.bfloat16)):
+        body = verify(parse(f"""graph @k(%x: {t}[3,4,16], %y: {t}[3,4,16]) {{
+          %0 = silu(%x) : {t}[3,4,16]
+          %1 = mul(%0, %y) : {t}[3,4,16]
+          %2 = amin(%1) {{dims=[2], keepdim=true}} : {t}[3,4,1]
+          return %0, %2
+        }}"""))
+        gen = torch.Generator().manual_seed(0)
+        x, y = (torch.randn(3, 4, 16, generator=gen).to(dtype) for _ in range(2))
+        silu, low = KernelLaunch(body, interpret=True)([x, y], {})
+        assert torch.equal(silu, torch.nn.functional.silu(x))
+        assert torch.equal(low, (silu * y).amin(2, keepdim=True))  # the backward's recomputation ties
+
+        rms = f"""graph @k(%x: {t}[3,16]) {{
+          %0 = full {{shape=[], value=2, dtype={t}}} : {t}[]
+          %1 = pow(%x, %0) : {t}[3,16]
+          %2 = mean(%1) {{dims=[-1], keepdim=true}} : {t}[3,1]
+          %3 = full {{shape=[], value=1e-06, dtype={t}}} : {t}[]
+          %4 = add(%2, %3) : {t}[3,1]
+          %5 = rsqrt(%4) : {t}[3,1]
+          %6 = mul(%x, %5) : {t}[3,16]
+          %7 = add(%6, %x) : {t}[3,16]
+          return %7 OUTPUTS
+        }}"""
+        x = torch.randn(3, 16, generator=gen).to(dtype)
+        (forward,) = KernelLaunch(verify(parse(rms.replace(" OUTPUTS", ""))), interpret=True)([x], {})
+        backward, _ = KernelLaunch(verify(parse(rms.replace(" OUTPUTS", ", %5"))), interpret=True)([x], {})
+        assert torch.equal(forward, backward)
+
+
+def test_ops_of_constants_only_compute_on_a_block():
+    # sin() of a nan full that folding left in a matmul's epilogue (fuzzer seed 8956: a var
+    # over one element, correction 1) was written `tl.sin(float('nan'))`, a scalar: the
+    # interpreter mistypes comparisons of scalars, and _maximum's `|` failed. An op of
+    # constants only (the bf16 2 * 2 below: a Python float, with no .to) now computes on a
+    # block of its first constant.
+    check("""graph @k(%x: f32[3,7]) {
+      %0 = full {shape=[3, 7], value=nan, dtype=f32} : f32[3,7]
+      %1 = sin(%0) : f32[3,7]
+      %2 = maximum(%1, %x) : f32[3,7]
+      %3 = full {shape=[], value=2, dtype=bf16} : bf16[]
+      %4 = mul(%3, %3) : bf16[]
+      %5 = convert(%4) {dtype=f32} : f32[]
+      %6 = add(%x, %5) : f32[3,7]
+      return %2, %6
+    }""")
