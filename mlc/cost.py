@@ -116,6 +116,8 @@ def attention_flops(op: str, b: int, h: int, sq: int, sk: int, d: int, dv: int, 
 
 def node_flops(node: Node, env) -> int:
     cat = OPS[node.op].category
+    if node.op == "attention_scores":  # the q @ kᵀ block of its attention kernel: counted by the attention
+        return 0
     if cat is Category.ATTENTION:
         q, k, v = (x.type for x in (node.inputs[:3] if node.op == "attention" else node.inputs[1:4]))
         b, h, sq, d = (_n(x, env) for x in q.shape)
@@ -138,6 +140,13 @@ def kernel_cost(node: Node, env) -> tuple[int, int]:
 
 def region_cost(body: Graph, env) -> tuple[int, int]:
     """(bytes, flops) of a kernel's region (its body: inputs typed as the kernel's operands)."""
+    scatters = [v.node for v in body.outputs if v.node.op == "index_copy"]
+    if scatters:  # templates/scatter.py: the sources' slices written in place, the rest untouched
+        dsts = {n.inputs[0] for n in scatters}
+        space = max(_numel(n.inputs[2].type, env) for n in scatters)
+        read = sum(min(_numel(n.types[0], env), space) * n.types[0].itemsize for n in body.inputs if n.out not in dsts)
+        written = sum(_bytes(n.inputs[2].type, env) for n in scatters)
+        return read + written, sum(node_flops(n, env) for n in body.nodes)
     space = max(_numel(v.type, env) for v in body.outputs)
     for n in body.nodes:
         if OPS[n.op].category in (Category.REDUCTION, Category.MATMUL, Category.ATTENTION):

@@ -201,6 +201,14 @@ def _attention(b, op):
     return list(node.results)
 
 
+def _attention_scores(b, op):
+    """attention written by hand, as fusion rewrites it: f(attention_scores(q, k)) as the scores."""
+    q = b.input("q", T(F32, S0, 4, S1, 8))
+    k, v = (b.input(n, T(F32, S0, 2, 5, 8)) for n in ("k", "v"))
+    s = b.op("tanh", b.op(op, q, k))
+    return list(b.add("attention", (q, k, v, s), {"scale": 1.0, "score_mod": True}).results)
+
+
 def one_input(in_shape, dtype=F32, **attrs) -> Builder:
     def build(b, op):
         return [b.op(op, b.input("x", T(dtype, *in_shape)), **attrs)]
@@ -219,6 +227,11 @@ def _gather(b, op):
 
 def _index_select(b, op):
     return [b.op(op, b.input("x", T(F32, S0, 8)), b.input("i", T(I32, 5)), dim=1)]
+
+
+def _index_copy(b, op):
+    cache = b.input("cache", T(F32, S0, 8, 4))  # example inputs' indices are below 8
+    return [b.op(op, cache, b.input("pos", T(I64, 2)), b.input("k", T(F32, S0, 2, 4)), dim=1)]
 
 
 def _embedding(b, op):
@@ -298,7 +311,7 @@ EXAMPLES: dict[str, list[Builder]] = {
     "argmin": [reduce(), reduce(dim=1), reduce(dim=-1, keepdim=True), reduce(I64, dim=0)],
     "mm": [_mm],
     "bmm": [_bmm],
-    "attention": [_attention], "attention_grad_kv": [_attention], "attention_grad_q": [_attention],
+    "attention": [_attention], "attention_scores": [_attention_scores], "attention_grad_kv": [_attention], "attention_grad_q": [_attention],
     "view": [one_input((S0, 8), shape=[2 * S0, 4]), one_input((S0, 8), shape=[S0 * 8]), one_input((2, 3), shape=[3, 1, 2])],
     "permute": [one_input((S0, 4, 8), dims=[2, 0, 1]), one_input((S0, 8), dims=[-1, 0])],
     "expand": [one_input((S0, 1), shape=[2, S0, 8]), one_input((S0, 1, 8), shape=[S0, 3, 8])],
@@ -309,6 +322,7 @@ EXAMPLES: dict[str, list[Builder]] = {
     "cat": [_cat],
     "gather": [_gather],
     "index_select": [_index_select],
+    "index_copy": [_index_copy],
     "embedding": [_embedding],
     "index": [_index],
     "full": [_full],

@@ -153,6 +153,9 @@ CASES = [
         "aten.gather.default": "an empty u8 index, which eager takes only because it is empty"}),
     C("take_along_dim", "gather"),
     C("index_select", "index_select"),
+    C("index_copy", "index_copy", fallbacks={"aten.index_put.default": "a 0-d destination (no dim to index)"}),
+    C("index_put", "index_copy", fallbacks={
+        "aten.index_put.default": "several index tensors, a boolean mask or accumulation (a scatter-add)"}),
     C("nn.functional.embedding", "embedding", fallbacks={
         "aten.embedding_renorm.default": "max_norm renormalizes the weight's rows in place"}),
     C("__getitem__", "index slice select", fallbacks={
@@ -288,6 +291,8 @@ UNREACHABLE = {
     # OpInfo samples run forward only; tests/codegen/test_attention.py checks SDPA's gradients.
     "attention_grad_kv": "the backward of SDPA (OpInfo samples do not require grad)",
     "attention_grad_q": "the backward of SDPA (OpInfo samples do not require grad)",
+    # tests/test_attention.py checks it against eager, in attention written by hand.
+    "attention_scores": "made by the fusion pass (fuse_attention), inside the kernel of attention written by hand",
 }
 
 

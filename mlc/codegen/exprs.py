@@ -52,6 +52,7 @@ TRITON_EXPR: dict[str, str] = {
     "remainder": "_remainder({0}, {1})",
     "bitwise_and": "(({0}) & ({1}))",
     "bitwise_or": "(({0}) | ({1}))",
+    "bitwise_not": "(~({0}))",  # on b8 too: Triton inverts an i1 as one bit (~True is False)
     "bitwise_xor": "(({0}) ^ ({1}))",
     "eq": "(({0}) == ({1}))",
     "ne": "(({0}) != ({1}))",

@@ -270,9 +270,21 @@ def _attention_shapes(q: TensorType, k: TensorType, v: TensorType, mask: list[Te
 def attention_rule(in_types, attrs):
     q, k, v, *mask = _tensors(in_types)
     _attention_shapes(q, k, v, mask, "attention")
+    if attrs.get("score_mod") and (len(mask) != 1 or not mask[0].dtype.is_floating_point):
+        raise InferError("attention: score_mod needs the modified scores, one floating operand after v")
     device = _device([q, k, v])
     return (TensorType(q.shape[:3] + v.shape[3:], q.dtype, device),
             TensorType(q.shape[:3], torch.float32, device))
+
+
+def attention_scores_rule(in_types, attrs):
+    q, k = _tensors(in_types)
+    if q.rank != 4 or k.rank != 4 or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise InferError(f"attention_scores: q [B, Hq, Sq, D] and k [B, Hkv, Sk, D] do not fit: {q}, {k}")
+    hq, hkv = q.shape[1], k.shape[1]
+    if hq != hkv and not (isinstance(hq, int) and isinstance(hkv, int) and hkv > 0 and hq % hkv == 0):
+        raise InferError(f"attention_scores: {hq} query heads are not a multiple of {hkv} key heads")
+    return TensorType(q.shape[:3] + k.shape[2:3], promote([q, k]), _device([q, k]))
 
 
 def _attention_grad_inputs(in_types, op):
@@ -410,6 +422,19 @@ def index_rule(in_types, attrs):
     return x.with_(shape=x.shape[:dims[0]] + mid + x.shape[dims[-1] + 1:])
 
 
+def index_copy_rule(in_types, attrs):
+    x, idx, src = _tensors(in_types)
+    dim = normalize_dim(attrs["dim"], max(x.rank, 1))
+    if idx.rank != 1 or idx.dtype not in (torch.int64, torch.int32):
+        raise InferError(f"index_copy: index must be a 1-d integer tensor, got {idx}")
+    want = x.shape[:dim] + (idx.shape[0],) + x.shape[dim + 1:]
+    if tuple(src.shape) != tuple(want):
+        raise InferError(f"index_copy: source {src} must have shape {list(want)} (the index's length at dim {dim})")
+    if src.dtype != x.dtype:
+        raise InferError(f"index_copy: source {src} must have the destination's dtype {x.dtype}")
+    return x.with_()
+
+
 def full_rule(in_types, attrs):
     return TensorType(tuple(attrs["shape"]), attrs["dtype"], attrs["device"])
 
@@ -503,22 +528,32 @@ def _ref_index(x, *idxs, dims):
     return x[(slice(None),) * dims[0] + tuple(idxs)]
 
 
-def _ref_scores(q, k, mask, scale, is_causal):
-    """The fp32 scores [B, Hq, Sq, Sk] with the mask and the causal mask applied (-inf where masked)."""
-    k = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    s = q.float() @ k.transpose(-1, -2) * scale
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
+def _ref_scores(q, k, mask, scale, is_causal, score_mod=False):
+    """The fp32 scores [B, Hq, Sq, Sk] with the mask and the causal mask applied (-inf where masked).
+    With ``score_mod`` the mask operand is the scores themselves."""
+    if score_mod:
+        s = mask.float().expand(*q.shape[:3], k.shape[2])
+    else:
+        k = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        s = q.float() @ k.transpose(-1, -2) * scale
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
     if is_causal:  # top-left aligned, as torch's SDPA: query i sees keys j <= i
         allowed = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril()
         s = s.masked_fill(~allowed, float("-inf"))
     return s
 
 
-def _ref_attention(q, k, v, mask=None, *, scale, is_causal):
+def _ref_attention_scores(q, k):
+    """q @ kᵀ per head (grouped-query heads share their key head), computed in fp32."""
+    k = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    return (q.float() @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, k.dtype))
+
+
+def _ref_attention(q, k, v, mask=None, *, scale, is_causal, score_mod=False):
     """(output, log-sum-exp per row). A row with no key to attend to gives 0 (as torch's flash
     kernels do) and a log-sum-exp of +inf, so that probabilities recomputed from it are 0."""
-    s = _ref_scores(q, k, mask, scale, is_causal)
+    s = _ref_scores(q, k, mask, scale, is_causal, score_mod)
     lse = torch.logsumexp(s, dim=-1)
     empty = lse == float("-inf")
     p = torch.exp(s - lse.masked_fill(empty, 0)[..., None])
@@ -546,6 +581,11 @@ def _ref_attention_grad_kv(do, q, k, v, lse, delta, mask=None, *, scale, is_caus
 
 def _ref_attention_grad_q(do, q, k, v, lse, delta, mask=None, *, scale, is_causal):
     return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal)[0]
+
+
+def _ref_index_copy(x, idx, src, dim):
+    # index_put's semantics (negative indices count from the end), out of place
+    return torch.ops.aten.index_put.default(x, [None] * dim + [idx], src)
 
 
 def _ref_fallback(*tensors, target, args, kwargs, pick):
@@ -646,11 +686,17 @@ register("bmm", M, bmm_rule, _ref_matmul(torch.bmm), arity=2, attrs=_MATMUL_ATTR
          doc="[B,M,K] x [B,K,N] batched matrix product; precision as for mm")
 
 _ATTENTION_ATTRS = {"scale": REQUIRED, "is_causal": False}
-register("attention", Category.ATTENTION, attention_rule, _ref_attention, arity=None, attrs=_ATTENTION_ATTRS,
+register("attention", Category.ATTENTION, attention_rule, _ref_attention, arity=None,
+         attrs={**_ATTENTION_ATTRS, "score_mod": False},
          doc="softmax(q @ k^T * scale + mask) @ v over q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv] and an "
              "optional b8 or additive mask broadcastable to [B,Hq,Sq,Sk] (Hq a multiple of Hkv: grouped-query "
              "heads); is_causal masks keys after the query (top-left aligned); results: the output and the "
-             "f32 log-sum-exp of each row's scores")
+             "f32 log-sum-exp of each row's scores. score_mod: the operand after v is the scores themselves, "
+             "softmax(s) @ v with s = f(attention_scores(q, k), ...) (scale unused): attention written by hand, "
+             "whose pointwise f the kernel computes on each block of q @ k^T (passes/fuse_attention.py)")
+register("attention_scores", Category.ATTENTION, attention_scores_rule, _ref_attention_scores, arity=2,
+         doc="q @ k^T per head, [B,Hq,Sq,Sk] from q [B,Hq,Sq,D] and k [B,Hkv,Sk,D]: only ever computed inside "
+             "the kernel of the attention (score_mod) that reads it, as its block of scores")
 register("attention_grad_kv", Category.ATTENTION, attention_grad_kv_rule, _ref_attention_grad_kv, arity=None,
          attrs=_ATTENTION_ATTRS, doc="the gradients of attention's k and v from (d_out, q, k, v, lse, delta, "
                                      "[mask]), delta = rowsum(out * d_out)")
@@ -679,6 +725,10 @@ register("index_select", D, index_select_rule, lambda x, idx, dim: torch.index_s
 register("embedding", D, embedding_rule, lambda w, idx: torch.embedding(w, idx), arity=2, doc="rows of a 2-d weight by index")
 register("index", D, index_rule, _ref_index, arity=None, attrs={"dims": REQUIRED},
          doc="advanced indexing by integer tensors on consecutive dims")
+
+register("index_copy", D, index_copy_rule, _ref_index_copy, arity=3, attrs={"dim": REQUIRED},
+         doc="x with its slices at idx along dim replaced by src's (index_put by one index tensor); "
+             "its kernel writes only those slices, in place where x's buffer may be overwritten")
 
 register("full", C, full_rule, _ref_full, arity=0,
          attrs={"shape": REQUIRED, "value": REQUIRED, "dtype": REQUIRED, "device": "cpu"}, doc="a filled tensor")

@@ -43,6 +43,8 @@ from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
+from .fuse_attention import region as attention_region
+from .fuse_attention import rewrite_attention
 from .manager import PassOption, pass_options
 
 # What one kernel may inline: each value written at most 4 times per read of it in the region
@@ -240,9 +242,9 @@ STRICT = PassOption("strict", bool, False,
 
 @pass_options(STRICT)
 def fuse(graph: Graph, strict: bool = STRICT.default) -> Graph:
-    r = _Regions(graph, strict)
-    for node in graph.nodes:
-        if r.inlinable(node):
+    r = _attention_regions(graph, strict)
+    for node in r.graph.nodes:
+        if r.inlinable(node) or node in r.region:
             continue
         if not _fusible(node):
             for i in r.producer_regions(node) if node.op != "constant" else []:
@@ -278,7 +280,38 @@ def fuse(graph: Graph, strict: bool = STRICT.default) -> Graph:
         # done by a kernel first.)
         for n in r.members.pop(i):
             del r.region[n]
-    return _build(graph, r)
+    return _build(r.graph, r)
+
+
+def _attention_regions(graph: Graph, strict: bool) -> _Regions:
+    """Regions of ``graph`` with attention written by hand rewritten (``fuse_attention``),
+    each one kernel already; those the template refuses are rewritten back, with the reason."""
+    skip: frozenset[Node] = frozenset()
+    refused: list[str] = []
+    while True:
+        rewritten, keys, notes = rewrite_attention(graph, skip)
+        r = _Regions(rewritten, strict)
+        r.notes = notes + refused
+        mods = [n for n in rewritten.nodes if n.op == "attention" and n.attrs["score_mod"]]
+        regions = [attention_region(rewritten, n, r.users, r.inlinable) for n in mods]
+        why = [r.why_not(ms) for ms in regions]
+        bad = frozenset(key for key, w in zip(keys, why) if w is not None)
+        if not bad:
+            break
+        refused += [f"not fused: attention: {' + '.join(n.op for n in ms)}: {w[1]}; the scores are written"
+                    for ms, w in zip(regions, why) if w is not None]
+        skip |= bad
+    for ms in regions:
+        if r.try_merge([], ms):
+            body = r.body(ms)[0]
+            chain = [n.op for n in ms if n.op not in ("attention", "attention_scores")]
+            s = ms[-1].inputs[3].type.shape
+            r.notes.insert(0, f"fused: attention: {body.name}: softmax(f(q @ kᵀ)) @ v written by hand, as one "
+                              f"attention kernel computing f = {' + '.join(chain) or 'identity'} on each block "
+                              f"of scores; the {'x'.join(map(str, s))} scores are never written")
+        else:
+            r.notes.append(f"not fused: attention: {_NO_FUEL}")
+    return r
 
 
 def _fuse_siblings(r: _Regions):

@@ -260,7 +260,7 @@ def test_sdpa_with_a_bool_mask_gqa_and_a_scale():
         q, k, v, mask)
     assert not fallbacks
     (fwd,) = [n for g in graphs for n in g.nodes if n.op == "kernel" and n.attrs["body"].count("attention")]
-    assert fwd.attrs["body"].nodes[-1].attrs == {"scale": 0.3, "is_causal": False}
+    assert fwd.attrs["body"].nodes[-1].attrs == {"scale": 0.3, "is_causal": False, "score_mod": False}
 
 
 def test_sdpa_in_half_precision():

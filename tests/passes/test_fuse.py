@@ -290,3 +290,50 @@ def test_scans_of_slices_and_cats_grow_linearly_and_match_eager(fn, lengths):
     # at any length than at the shortest (quadratic growth made the 32-step scan 2159 lines).
     for short, long in zip(lengths, lengths[1:]):
         assert lines[long] / long <= lines[short] / short, lines
+
+
+BY_HAND_ATTENTION = """
+    graph @attn(%q: f32[2,2,7,8], %k: f32[2,2,7,8], %v: f32[2,2,7,8], %bias: f32[2,7,7]) {
+      %0 = permute(%k) {dims=[0, 1, 3, 2]} : f32[2,2,8,7]
+      %1 = view(%q) {shape=[4, 7, 8]} : f32[4,7,8]
+      %2 = view(%0) {shape=[4, 8, 7]} : f32[4,8,7]
+      %3 = bmm(%1, %2) : f32[4,7,7]
+      %4 = view(%3) {shape=[2, 2, 7, 7]} : f32[2,2,7,7]
+      %5 = full {shape=[], value=0.5, dtype=f32} : f32[]
+      %6 = mul(%4, %5) : f32[2,2,7,7]
+      %7 = add(%6, %bias) : f32[2,2,7,7]
+      %8 = amax(%7) {dims=[-1], keepdim=true} : f32[2,2,7,1]
+      %9 = sub(%7, %8) : f32[2,2,7,7]
+      %10 = exp(%9) : f32[2,2,7,7]
+      %11 = sum(%10) {dims=[-1], keepdim=true} : f32[2,2,7,1]
+      %12 = div(%10, %11) : f32[2,2,7,7]
+      %13 = view(%12) {shape=[4, 7, 7]} : f32[4,7,7]
+      %14 = view(%v) {shape=[4, 7, 8]} : f32[4,7,8]
+      %15 = bmm(%13, %14) : f32[4,7,8]
+      %16 = view(%15) {shape=[2, 2, 7, 8]} : f32[2,2,7,8]
+      return %16
+    }"""
+
+
+def test_attention_written_by_hand_is_one_attention_kernel():
+    from mlc.ir.reference import run_reference
+
+    before = verify(parse(textwrap.dedent(BY_HAND_ATTENTION)))
+    g = fused(BY_HAND_ATTENTION)
+    # One kernel: the scores are its q @ kᵀ block, scaled and biased in it; no bmm, no softmax.
+    FileCheck().check("kernel @").check("attention_scores(%q,").check("mul(").check("add(") \
+        .check("attention(%q,").check("score_mod=true").check("yield").check_not("bmm").check_not("amax") \
+        .run(str(g))
+    assert [n.op for n in g.nodes if n.op not in ("view", "permute")] == ["kernel"]
+    assert "fused: attention: " in "\n".join(g.notes)
+    assert str(parse(str(g))) == str(g)
+    gen = torch.Generator().manual_seed(0)
+    args = [torch.randn(n.types[0].shape, generator=gen) for n in before.inputs]
+    torch.testing.assert_close(run_reference(g, args)[0], run_reference(before, args)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_attention_by_hand_whose_scores_are_read_elsewhere_is_not_rewritten():
+    g = fused(BY_HAND_ATTENTION.replace("return %16", "return %16, %7"))
+    FileCheck().check("not fused: attention: the scores (add) have another reader (a graph output") \
+        .run("\n".join(g.notes))
+    assert g.count("bmm") + sum(n.attrs["body"].count("bmm") for n in g.nodes if n.op == "kernel") == 2

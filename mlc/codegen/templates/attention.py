@@ -25,6 +25,10 @@ Operands are read through their views and strides, grouped-query heads by index
 (``off_hkv = off_h // group``), never copied. The mask may be computed in the kernel (a
 score modification: ``where(m, 0, -inf)``, a broadcast padding mask), and so may operands
 loaded once per program (the forward's q); those loaded in the loop are read from memory.
+A forward with ``score_mod`` (attention written by hand, ``passes/fuse_attention.py``) takes
+the scores themselves as its last operand, ``f(attention_scores(q, k), ...)``: the kernel
+emits f on each ``q @ kᵀ`` block (``attention_scores`` is that block), its other operands
+loaded under the block's bounds, in place of the scale and mask.
 
 Launch sizes: ``(Sq, Sk, programs along axis 1)``; ``params`` has the op, the head dims and
 the itemsize of the operands.
@@ -56,7 +60,14 @@ class _AttentionWriter(KernelWriter):
     tile_names = KernelWriter.tile_names | {"offs_m", "offs_n", "offs_d", "offs_dv", "q_mask", "kv_mask",
                                             "s_mask"}
 
+    scores: tuple[str, list[str]] | None = None  # the block attention_scores is, and the index it is read at
+
     def _emit(self, value: Value, idx: list[str]) -> str:
+        if value.node.op == "attention_scores":
+            if self.scores is None or list(idx) != self.scores[1]:
+                raise CodegenError("the scores are read at another position than their own block (a score "
+                                   "modification must be pointwise in the scores)")
+            return self.scores[0]
         if OPS[value.node.op].category is Category.ATTENTION:
             raise CodegenError("an attention result read inside its own kernel")
         return super()._emit(value, idx)
@@ -96,6 +107,12 @@ class _Gen:
         self.dot_dtype = torch.float32 if interpret and self.dtype == torch.bfloat16 else self.dtype
         self.precision = ', input_precision="ieee"' if self.dot_dtype == torch.float32 else ""
         self.scale, self.causal = node.attrs["scale"], node.attrs["is_causal"]
+        self.score_mod = node.attrs.get("score_mod", False)
+        if self.score_mod:
+            found = [n for n in body.nodes if n.op == "attention_scores"]
+            if len(found) != 1 or found[0].inputs != (q, k):
+                raise CodegenError("a score modification reads attention_scores of the attention's own q and k")
+            self.scale = 1.0  # in the score modification, if anywhere
 
     # --- code ---------------------------------------------------------------------------
 
@@ -146,10 +163,27 @@ class _Gen:
         end (``key_tail``) must get no probability; the dk/dv kernel stores none of their rows,
         so it skips that condition. A mask, loaded (or computed) under both bounds, gets both.
         """
-        self.line(f"{qk} = {qk} * qk_scale")
         bounds = f"({rows} < N_CTX_Q) & ({cols} < N_CTX_K)"
         keep = [f"({cols} < N_CTX_K)"] if key_tail else []
-        if self.mask is not None:
+        if self.score_mod:
+            # The scores are f(q @ kᵀ, ...), computed here on the block: its operands loaded
+            # under both bounds, broadcast through their strides.
+            idx = ["off_z", "off_h", rows, cols]
+            full = (self.B, self.H, self.Sq, self.Sk)
+            self.line(f"s_mask = {bounds}")
+            self.w.mask, self.w.dtypes[qk] = "s_mask", torch.float32
+            self.w.scores = (qk, ix.broadcast(idx, full, full))
+            m = self.w.emit(self.mask, ix.broadcast(idx, full, self.mask.type.shape))
+            self.w.scores = None
+            m = m if self.w.dtypes.get(m) == torch.float32 else f"{m}.to(tl.float32)"
+            # In base-2 units; finite scores stay finite (a row masked by finfo.min, as BERT
+            # masks an empty sequence, is then uniform, as in eager, not empty).
+            self.line(f"{qk} = tl.where({m} == float('-inf'), float('-inf'), tl.maximum({m} * {LOG2E}, "
+                      f"{-torch.finfo(torch.float32).max!r}))")
+            keep = ["s_mask"]
+        else:
+            self.line(f"{qk} = {qk} * qk_scale")
+        if self.mask is not None and not self.score_mod:
             idx = ["off_z", "off_h", rows, cols]
             full = (self.B, self.H, self.Sq, self.Sk)
             self.line(f"s_mask = {bounds}")
@@ -179,7 +213,8 @@ class _Gen:
         self.line(f"offs_d = tl.arange(0, {self.BD})" + (f"  # head dim {self.D}, padded" if self.BD != self.D else ""))
         self.line(f"offs_dv = tl.arange(0, {self.BDV})" +
                   (f"  # head dim {self.Dv}, padded" if self.BDV != self.Dv else ""))
-        self.line(f"qk_scale = {self.scale!r} * {LOG2E}  # the softmax scale, in base-2 units")
+        if not self.score_mod:
+            self.line(f"qk_scale = {self.scale!r} * {LOG2E}  # the softmax scale, in base-2 units")
 
     def dims_mask(self, offs: str, lim: str, d: str, width: int, real: int) -> str:
         return f"({offs} < {lim})" + (f" & ({d} < {real})" if width != real else "")
@@ -392,9 +427,10 @@ class Attention(Template):
         return any(n.op in ATTENTIONS for n in body.nodes)
 
     def generate(self, body: Graph, *, persistent_limit: int, interpret: bool) -> KernelSource:
-        nodes = [n for n in body.nodes if n.op in ATTENTIONS]
+        nodes = [n for n in body.nodes if n.op in ATTENTIONS and n.op != "attention_scores"]
         if len(nodes) != 1:
-            raise CodegenError("one attention op per kernel")
+            raise CodegenError("one attention op per kernel" if nodes else
+                               "attention_scores is computed only in the kernel of the attention that reads it")
         for n in body.nodes:
             cat = OPS[n.op].category
             if cat in (Category.REDUCTION, Category.MATMUL):

@@ -1,0 +1,191 @@
+"""Attention written by hand (q @ kᵀ, a pointwise f, softmax, @ v) compiles to one attention
+kernel that computes f on each block of scores, against eager in Triton's interpreter.
+
+Each case is compiled with ``mlc.explain``, which runs the compiled function and eager on the
+same inputs: the test checks the error, that a kernel holds the attention with its score
+modification, and that no launch writes a tensor of the B x H x Sq x Sk scores.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mlc
+from mlc.testing.models import MODELS
+
+B, H, D = 2, 2, 8
+# max |mlc - eager| / max |eager| (Accuracy.max_rel): fp32 products in the kernel vs eager's
+# rounded fp16/bf16 scores and probabilities.
+TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+def bert_padding(q, k, v, keep):
+    """Hugging Face BERT: the scale, then ``(1 - mask) * finfo.min`` added per key."""
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    s = s + (1.0 - keep[:, None, None, :].to(q.dtype)) * torch.finfo(q.dtype).min
+    return s.softmax(dim=-1) @ v
+
+
+def causal_tril(q, k, v):
+    """A causal mask from ``tril`` and ``masked_fill``, the softmax in fp32."""
+    t = q.shape[-2]
+    s = q @ k.transpose(-1, -2) * (1 / math.sqrt(q.shape[-1]))
+    s = s.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
+    return torch.softmax(s.float(), dim=-1).to(q.dtype) @ v
+
+
+def relative_bias(q, k, v, bias):
+    """T5: no scale, a relative-position bias [H, S, S] broadcast over the batch."""
+    return torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1) @ v
+
+
+def soft_capped(q, k, v):
+    """Gemma-2 style tanh soft-capping of the scaled scores, then a causal mask from triu."""
+    t = q.shape[-2]
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    s = 5.0 * torch.tanh(s / 5.0)
+    s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return s.softmax(-1) @ v
+
+
+def inputs(case, s, dtype):
+    g = torch.Generator().manual_seed(s)
+    q, k, v = (torch.randn(B, H, s, D, generator=g).to(dtype) for _ in range(3))
+    if case is bert_padding:
+        lengths = torch.tensor([s, max(1, s - 3)])
+        return q, k, v, (torch.arange(s)[None, :] < lengths[:, None]).long()
+    if case is relative_bias:
+        return q, k, v, torch.randn(H, s, s, generator=g).to(dtype)
+    return q, k, v
+
+
+def score_sized(report, b, h, sq, sk) -> list[str]:
+    """The values of the compiled graphs as large as the scores and shaped like them."""
+    return [f"{n.op} {t}" for g in report.graphs for n in g.graph.nodes for t in n.types
+            if getattr(t, "shape", None) and len(t.shape) >= 2 and tuple(t.shape[-2:]) == (sq, sk)
+            and math.prod(t.shape) >= b * h * sq * sk]
+
+
+def attention_kernels(report) -> list:
+    return [n for g in report.graphs for n in g.graph.nodes if n.op == "kernel"
+            and any(m.op == "attention" and m.attrs["score_mod"] for m in n.attrs["body"].nodes)]
+
+
+def check(fn, args, dtype, b=B, h=H):
+    r = mlc.explain(fn, *args, interpret=True)
+    assert r.accuracy.max_rel <= TOL[dtype], str(r.accuracy)
+    assert len(attention_kernels(r)) == 1, "\n".join(n for g in r.graphs for n in g.notes)
+    assert score_sized(r, b, h, args[0].shape[-2], args[1].shape[-2]) == []
+    notes = "\n".join(n for g in r.graphs for n in g.notes)
+    assert "fused: attention: " in notes and "scores are never written" in notes
+    return r
+
+
+CASES = [bert_padding, causal_tril, relative_bias, soft_capped]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_by_hand_attention_is_one_kernel_in_each_dtype(case, dtype):
+    check(case, inputs(case, 7, dtype), dtype)
+
+
+@pytest.mark.parametrize("s", [1, 77])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_by_hand_attention_at_odd_lengths(case, s):
+    check(case, inputs(case, s, torch.float32), torch.float32)
+
+
+@pytest.mark.parametrize("case", [bert_padding, relative_bias], ids=lambda c: c.__name__)
+def test_one_query_over_many_keys(case):
+    q, k, v, extra = inputs(case, 77, torch.float32)
+    if case is relative_bias:
+        extra = extra[:, -1:]  # the bias of the last query's row
+    check(case, (q[:, :, -1:], k, v, extra), torch.float32)
+
+
+def test_an_empty_sequence_masked_by_finfo_min_averages_as_in_eager():
+    q, k, v, keep = inputs(bert_padding, 7, torch.float32)
+    keep[1] = 0  # every key of the second sequence is padding: eager's softmax is uniform there
+    check(bert_padding, (q, k, v, keep), torch.float32)
+
+
+def test_the_kernel_computes_the_score_modification_blockwise():
+    r = check(soft_capped, inputs(soft_capped, 7, torch.float32), torch.float32)
+    (k,) = [k for k in r.kernels if "attention" in k.name]
+    src = k.source
+    # The loop multiplies q by a block of keys and caps that block; nothing S x S is stored.
+    loop = src[src.index("for start_n"):src.index("# -- epilogue")]
+    assert "qk = tl.dot(q, kT" in loop and "tl.exp(" in loop  # tanh, written with tl.exp
+    assert "offs_m" in loop and "offs_n" in loop  # the causal compare, from the block offsets
+    assert src.count("tl.store(") == 1
+
+
+def test_scores_with_another_reader_are_written_and_say_why():
+    def also_returns_scores(q, k, v):
+        s = q @ k.transpose(-1, -2) * 0.5
+        return s.softmax(-1) @ v, s
+
+    r = mlc.explain(also_returns_scores, *inputs(None, 7, torch.float32), interpret=True)
+    notes = "\n".join(n for g in r.graphs for n in g.notes)
+    assert "not fused: attention: the scores (mul) have another reader (a graph output" in notes, notes
+    assert attention_kernels(r) == []
+    assert r.accuracy.max_rel <= 1e-5
+
+
+def test_training_keeps_the_backward_as_written_and_matches_eager():
+    # AOT autograd saves the probabilities for the backward: the forward must write them, so
+    # the attention stays as written there (the note says so) and the gradients are eager's.
+    q, k, v, keep = inputs(bert_padding, 7, torch.float32)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    r = mlc.explain(bert_padding, *leaves, keep, interpret=True, backward=True)
+    notes = "\n".join(n for g in r.graphs for n in g.notes)
+    assert "not fused: attention: the probabilities (div) have another reader (a graph output" in notes
+    assert r.accuracy.max_rel <= 1e-5
+    compiled = torch.compile(bert_padding, backend="mlc")
+    got, expected = ([t.clone().requires_grad_() for t in (q, k, v)] for _ in range(2))
+    compiled(*got, keep).square().sum().backward()
+    bert_padding(*expected, keep).square().sum().backward()
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bert_layer", "llama_block"])
+def test_zoo_models_written_by_hand_get_one_attention_kernel(name):
+    spec = MODELS[name]
+    model, args = spec.build(batch=2, seq=12)  # 12 tokens: no other value is [.., 12, 12]
+    r = mlc.explain(model, *args, interpret=True)
+    assert r.accuracy.max_rel <= 1e-5, str(r.accuracy)
+    assert len(attention_kernels(r)) == 1
+    assert score_sized(r, 2, model.n_heads, 12, 12) == []
+
+
+@pytest.mark.parametrize("name, tokens", [("vit_block", 5), ("gpt2_block", 12)])
+def test_zoo_models_through_sdpa_keep_their_attention_kernel(name, tokens):
+    # These call F.scaled_dot_product_attention (not by hand): the attention op, no scores.
+    model, args = MODELS[name].build(batch=2, seq=tokens)
+    r = mlc.explain(model, *args, interpret=True)
+    assert r.accuracy.max_rel <= 1e-5, str(r.accuracy)
+    assert any(m.op == "attention" for g in r.graphs for n in g.graph.nodes if n.op == "kernel"
+               for m in n.attrs["body"].nodes)
+    assert score_sized(r, 2, model.n_heads, tokens, tokens) == []
+
+
+def test_sdpa_and_the_same_attention_by_hand_agree():
+    q, k, v = inputs(None, 7, torch.float32)
+    by_hand = torch.compile(causal_tril, backend="mlc")(q, k, v)
+    torch.testing.assert_close(by_hand, F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_scores_read_transposed_are_not_a_score_modification():
+    def transposed(q, k, v):
+        return ((q @ k.transpose(-1, -2)).transpose(-1, -2) * 0.5).softmax(-1) @ v
+
+    r = mlc.explain(transposed, *inputs(None, 7, torch.float32), interpret=True)
+    notes = "\n".join(n for g in r.graphs for n in g.notes)
+    assert "not fused: attention: attention_scores + mul + copy + attention: the scores are read at another " \
+           "position than their own block" in notes, notes
+    assert attention_kernels(r) == [] and r.accuracy.max_rel <= 1e-5
