@@ -3,6 +3,7 @@
     python bench/run.py                       # targets, the model zoo and whole models at bench sizes
     python bench/run.py --quick               # the zoo at small sizes, a few minutes
     python bench/run.py --quick --models mlp  # chosen models only (no targets)
+    python bench/run.py --overhead            # host overhead per call only: eager, Inductor, mlc
 
 For each model and each of eager, Inductor and mlc: correctness against eager, cold and warm
 compile time (each compile in a fresh process, bench/worker.py; cold on empty cache
@@ -19,11 +20,13 @@ Writes bench/results.md, bench/results.json and bench/bytes.png (with matplotlib
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import mlc  # noqa: E402
-from cases import CASES, HF, ZOO, describe, have_transformers  # noqa: E402
+from cases import CASES, DECODE, HF, ZOO, describe, have_transformers  # noqa: E402
 from mlc.testing.models import rotate_half  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -158,6 +161,92 @@ def table(rows) -> str:
                      f"{r['eager_non_matmul_mb']:.2f} ({ratio:.2f}) | {r['h100_us']:.1f} / {r['eager_h100_us']:.1f} "
                      f"| {', '.join(f.split('.')[1] for f in r['fallbacks']) or '-'} |")
     return "\n".join(lines)
+
+
+# --- host overhead: microseconds per call of a tiny graph (decode is bound by it) -------------
+
+OVERHEAD_SOURCE = "def overhead_fn(x, b):\n    return torch.relu(x + b) * 2 - 1\n"
+OVERHEAD_NUMEL = 16
+
+
+def _overhead_fn():
+    """A fresh copy of the overhead function: its own code object, so that each backend's
+    compile has its own Dynamo cache entry."""
+    scope = {"torch": torch}
+    exec(compile(OVERHEAD_SOURCE, "<overhead>", "exec"), scope)  # noqa: S102 - our own constant source
+    return scope["overhead_fn"]
+
+
+def _stub_launches(launches) -> list:
+    """Make mlc's kernels launch nothing: each kernel's ``run`` (what ``fn[grid](...)`` calls), so
+    that everything mlc does per call is still counted, along the path a GPU launch takes (not
+    the interpreter's, which also sets numpy's error state). Returns what undoes it."""
+    undo = []
+    for launch in launches:
+        if launch is not None and "run" not in vars(launch.fn):
+            launch.fn.run = lambda *args, **kwargs: None
+            undo.append((launch, launch.interpret))
+            launch.interpret = False
+    return undo
+
+
+def overhead(backends: list[str], calls: int = 2000, rounds: int = 15) -> dict:
+    """µs per call of ``relu(x + b) * 2 - 1`` on 16 floats, warm, for eager, Inductor (its own
+    kernel included) and mlc (static and ``dynamic=True``). On CPU mlc's kernels run in Triton's
+    interpreter, so its launches are stubbed: what is left is mlc's own per-call work (Dynamo's
+    guards, AOT autograd's wrapper, the plan's steps, output allocation). On a GPU every backend
+    launches its kernels. The backends take turns, ``rounds`` times ``calls`` calls each; ``us``
+    is each backend's best round (on a shared machine the other rounds measure the neighbours
+    too), ``median_us`` its median round."""
+    x, b = torch.randn(OVERHEAD_NUMEL), torch.randn(OVERHEAD_NUMEL)
+    if CUDA:
+        x, b = x.cuda(), b.cuda()
+    want = _overhead_fn()(x, b)
+    fns, seen, notes = {"eager": _overhead_fn()}, [], []
+    if "inductor" in backends:
+        why_not = inductor_missing()
+        if why_not:
+            notes.append(f"Inductor is n/a: {why_not}")
+        else:
+            fns["inductor"] = torch.compile(_overhead_fn())
+    for name, dynamic in (("mlc", None), ("mlc dynamic", True)):
+        backend = functools.partial(mlc.mlc_backend, options={"interpret": not CUDA},
+                                    _on_compile=lambda g, c: seen.append(c))
+        fns[name] = torch.compile(_overhead_fn(), backend=backend, dynamic=dynamic)
+    for name, fn in fns.items():  # compile, and check before any launch is stubbed
+        torch.testing.assert_close(fn(x, b), want, msg=lambda m, name=name: f"overhead row, {name}: {m}")
+    undo = [] if CUDA else _stub_launches([k for c in seen if c.plan is not None for k in c.plan.launches])
+    try:
+        times = {name: [] for name in fns}
+        for name, fn in fns.items():
+            for _ in range(calls // 10):  # warm
+                fn(x, b)
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn(x, b)
+                if CUDA:
+                    torch.cuda.synchronize()
+                times[name].append((time.perf_counter() - start) / calls * 1e6)
+    finally:
+        for launch, interpret in undo:
+            del launch.fn.run
+            launch.interpret = interpret
+    return {"us": {name: min(t) for name, t in times.items()},
+            "median_us": {name: statistics.median(t) for name, t in times.items()},
+            "numel": OVERHEAD_NUMEL, "calls": calls, "stubbed": not CUDA, "notes": notes}
+
+
+def overhead_table(result: dict) -> str:
+    us = result["us"]
+    names = [n for n in ("eager", "inductor", "mlc", "mlc dynamic") if n in us]
+    lines = ["| case | " + " | ".join(f"{n} µs" for n in names) + " |", "|---|" + "---|" * len(names),
+             f"| relu(x + b) * 2 - 1, {result['numel']} elements | " + " | ".join(f"{us[n]:.1f}" for n in names) + " |"]
+    how = ("mlc's kernel launches stubbed (the Triton interpreter's `run` does nothing), so mlc's column is its "
+           "per-call host work; Inductor's includes its C++ kernel, eager's its ATen ops" if result["stubbed"]
+           else "every backend launching its kernels on the GPU")
+    return "\n".join(lines) + f"\n\nWarm; the best of rounds of {result['calls']} calls (median rounds in the JSON); {how}.\n"
 
 
 # --- models: eager, Inductor and mlc, each compile in its own process ------------------------
@@ -374,7 +463,7 @@ def select_models(quick: bool, names: str | None) -> tuple[list[str], list[str]]
         if unknown:
             raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     else:
-        chosen = [c.name for c in ZOO] + ([] if quick else [c.name for c in HF])
+        chosen = [c.name for c in ZOO + DECODE] + ([] if quick else [c.name for c in HF])
     if not have_transformers() and any(CASES[n].hf for n in chosen):
         skipped = [n for n in chosen if CASES[n].hf]
         notes.append(f"skipped {', '.join(skipped)}: the transformers package is not installed")
@@ -389,10 +478,17 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", default="mlc,inductor", help="comma-separated: mlc, inductor")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per worker process")
     parser.add_argument("--out", default=str(HERE), help="directory for the results")
+    parser.add_argument("--overhead", action="store_true", help="print the host overhead table only (no files)")
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     if set(backends) - {"mlc", "inductor"} or "mlc" not in backends:
         parser.error("--backends: mlc, optionally with inductor")
+    if args.overhead:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = overhead(backends)
+        print(overhead_table(result) + "".join(f"\nNote: {n}." for n in result["notes"]))
+        return 0
     chosen, notes = select_models(args.quick, args.models)
     for note in notes:
         print(note)
@@ -409,6 +505,11 @@ def main(argv=None) -> int:
                    "and convolutions (ATen calls, the same for both). H100 us: each launch bound by bytes or FLOPs, "
                    "plus 4 us launch overhead.\n\n")
         result.update(targets=targets, matmul_targets=[r for r, _ in mlps])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result["overhead"] = overhead(backends)
+        text += "## Host overhead per call\n\n" + overhead_table(result["overhead"]) + "\n"
+        notes += result["overhead"]["notes"]
         bad += [t["name"] for t in targets if t["kernels"] != 1 or t["launches"] != 1]
         # The bytes target is for bench sizes: at --quick sizes the weights dominate both sides.
         bad += [r["name"] for r, want in mlps

@@ -23,9 +23,10 @@ from .frontend.fx import ImportedGraph, UnsupportedGraph, import_fx
 from .frontend.partition import SavedActivations, partition
 from .ir import fuel
 from .ir.graph import Graph
-from .options import Options, cuda_graphs_note, make_options, settings
+from .options import CUDA_GRAPH_MODES, Options, cuda_graphs_note, make_options, settings
 from .passes import PassRecord, build_pipeline, freeze, run_passes
 from .ir.types import TensorType
+from .runtime.cuda_graphs import CUDAGraphPlan
 from .runtime.plan import Plan
 from .ir.reference import run_reference
 
@@ -53,8 +54,10 @@ class CompiledGraph:
         self._boxed_call = True
         self.graph = graph
         self.output_spec = output_spec
+        self._plain_outputs = output_spec == tuple(range(len(graph.outputs)))  # the graph's outputs, in order
         self.passes = passes
         self.plan: Plan | None = None
+        self.runner = None  # what runs the plan: the plan itself, or its CUDA graphs (mode="reduce-overhead")
         self.record = False  # explain() sets it to see the sizes of a call
         self.last_args = None
         self.cache = "miss: not looked up"
@@ -63,13 +66,48 @@ class CompiledGraph:
         if opts.interpret or _on_gpu(graph):
             self.plan = Plan(graph, interpret=opts.interpret, autotune=opts.autotune, sources=sources,
                              strict=opts.strict, remote_cache=opts.remote_cache)
+            self.runner = self.plan
+            if opts.mode in CUDA_GRAPH_MODES and not opts.interpret and _on_gpu(graph):
+                self.runner = CUDAGraphPlan(self.plan)  # replays the plan's launches from CUDA graphs
         else:
             _warn_no_kernels()
 
     def __call__(self, args: list) -> list:
-        self.last_args = args if self.record else None
-        outs = self.plan(args) if self.plan is not None else run_reference(self.graph, args)
+        if self.record:
+            self.last_args = args
+        outs = self.runner(args) if self.plan is not None else run_reference(self.graph, args)
+        if self._plain_outputs:  # the usual case
+            return outs
         return [outs[s] if isinstance(s, int) else s[1] for s in self.output_spec]
+
+
+def _mutated_inputs(gm: torch.fx.GraphModule, output_spec: tuple, graph: Graph) -> dict[int, int]:
+    """The inputs of ``graph`` that AOT autograd overwrites after the call, with the position of
+    the graph output it copies into each (its input-mutation epilogue: a module buffer written
+    by ``index_copy_``, say).
+
+    AOT autograd returns the new value of each mutated input first among the graph's outputs
+    and then runs ``input.copy_(new)``, which does nothing when ``new`` is that input itself.
+    So a kernel may write such an input in place, when nothing else reads it: the plan decides
+    (``Plan.write_in_place``).
+    """
+    context = torch._guards.TracingContext.try_get()
+    meta = context.fw_metadata if context is not None else None
+    if meta is None:
+        return {}
+    placeholders = [n.name for n in gm.graph.find_nodes(op="placeholder")]
+    if len(placeholders) != len(meta.input_info):  # deduplicated or synthetic inputs: positions differ
+        return {}
+    position = {n.name: k for k, n in enumerate(graph.inputs)}
+    out = {}
+    for j, i in enumerate(meta.mutated_inp_runtime_indices):
+        info = meta.input_info[i]
+        if not info.mutates_data or info.mutates_metadata or info.mutates_storage_metadata:
+            continue
+        if i < len(placeholders) and placeholders[i] in position and j < len(output_spec) \
+                and isinstance(output_spec[j], int):
+            out[position[placeholders[i]]] = output_spec[j]
+    return out
 
 
 def _on_gpu(graph: Graph) -> bool:
@@ -108,6 +146,8 @@ def compile_graph(gm: torch.fx.GraphModule, kind: str, opts: Options,
         warnings.warn(f"mlc: quantize={opts.quantize!r} leaves graph {name} unquantized: it needs frozen "
                       f"weights, and {why}", stacklevel=2)
     compiled = _compile_cached(graph, imported.output_spec, name, opts, records)
+    if compiled.plan is not None and kind != "backward":
+        compiled.plan.write_in_place(_mutated_inputs(gm, imported.output_spec, graph))
     compiled.saved = gm.meta.get("mlc_saved")  # a forward graph: what it saves for the backward
     compiled.compile_seconds = time.perf_counter() - start
     _log_compiled(compiled, opts.interpret)
@@ -311,7 +351,8 @@ def mlc_backend(gm: torch.fx.GraphModule, example_inputs, mode: str | None = Non
     opts = make_options(mode, options)
     log.info("received a Dynamo graph of %d nodes; mode %r%s", len(gm.graph.nodes), opts.mode,
              "".join(f", {s}" for s in settings(mode, options) if s.source != "default"))
-    note = cuda_graphs_note(opts.mode, any(isinstance(x, torch.Tensor) and x.is_cuda for x in example_inputs))
+    note = cuda_graphs_note(opts.mode, any(isinstance(x, torch.Tensor) and x.is_cuda for x in example_inputs),
+                            opts.interpret)
     if note:
         log.info(note)
 

@@ -9,8 +9,9 @@ walks the step list.
 from __future__ import annotations
 
 import functools
+import operator
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import sympy
@@ -22,7 +23,7 @@ from ..codegen.compile import load_kernel, sizes_fn
 from ..codegen.templates import PERSISTENT_LIMIT, KernelSource, generate, is_aten, template_of
 from ..codegen.writer import without_triton_code
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops import OPS
+from ..ir.ops import OPS, Category
 from ..ir.types import SymType, free_symbols
 from ..ir.reference import _has_symbols, resolve, run_reference
 
@@ -48,6 +49,19 @@ def _warn_unsupported(op: str):
                   f"fallback)", stacklevel=4)
 
 
+class LaunchAt(NamedTuple):
+    """What one kernel's launch does at one concrete shape: decided once (``KernelLaunch.at``)
+    and replayed by every call at that shape."""
+
+    device: torch.device
+    outs: tuple[tuple[tuple[int, ...], tuple[int, ...], torch.dtype], ...]  # (shape, strides, dtype) per output
+    empty: bool  # every output is empty: nothing to compute
+    aten: bool  # the autotuner's ATen choice: the region runs as torch ops
+    scalars: tuple  # the size symbols and size arguments, after the tensors
+    kwargs: dict  # what Triton's launch takes by keyword: grid, meta-parameters, launch options
+    on_cpu: bool  # outputs come from Inductor's CPU allocator
+
+
 class KernelLaunch:
     """One generated kernel, ready to launch with its inputs and size symbols.
 
@@ -58,6 +72,10 @@ class KernelLaunch:
     few large blocks; an explicit level ("default", "max") still tunes for the GPU target, for
     the record and the cache, while "auto" tunes only launches on a GPU.
     ``source`` skips code generation (a whole-graph cache hit brings it).
+
+    Everything a call decides from its sizes (output shapes, config, grid, the size arguments)
+    is decided once per concrete value of the size symbols and kept in ``shapes``: a call at a
+    shape seen before only allocates its outputs and launches.
     """
 
     def __init__(self, body: Graph, interpret: bool, persistent_limit: int = PERSISTENT_LIMIT,
@@ -77,7 +95,19 @@ class KernelLaunch:
         self.n_launch_sizes = len(ks.launch)
         self.sizes = sizes_fn(list(ks.launch) + [d for t in self.out_types for d in t.shape], self.symbols)
         self.strided = ks.input_strided
+        self.stride_dims = [(k, d) for k, ds in enumerate(self.strided) for d in ds]  # the strides passed, in order
+        # The graph was compiled (and Dynamo guards) for one device: its kernels launch there.
+        self.device = torch.device(next((v.type.device for v in body.outputs), "cpu"))
         self.configs: dict[tuple, tuple[dict, dict]] = {}
+        self.shapes: dict[tuple, LaunchAt] = {}
+        # Per output, the input it may be written into (``Template.in_place_targets``): the plan
+        # puts the outputs it allows in ``in_place``; a scatter's other outputs start as copies.
+        # ``targets``: per output, the input it starts from or is stored over (None: no output is).
+        self.candidates = self.template.in_place_targets(ks)
+        self.targets: list[int | None] | None = None
+        if self.candidates is not None and self.template.starts_from_targets:
+            self.targets = [c[0] for c in self.candidates]
+        self.in_place: frozenset[int] = frozenset()
 
     def config(self, sizes: tuple, env: dict | None = None, inputs=None) -> tuple[dict, dict]:
         """(constexpr meta-parameters, launch options) for these launch sizes, decided once per size.
@@ -126,18 +156,10 @@ class KernelLaunch:
     def _time(self, inputs, env: dict, cfg: dict) -> float:
         """Milliseconds one config takes on the GPU (``triton.testing.do_bench``)."""
         syms, sizes, dims = self.call_sizes(env)
-        outs = self._outputs(dims, inputs)
         meta, options = _split(cfg, interpret=False)
-        return triton.testing.do_bench(lambda: self._run(inputs, outs, env, syms, sizes, meta, options))
-
-    def _outputs(self, dims, inputs) -> list[torch.Tensor]:
-        outs, pos = [], 0
-        device = inputs[0].device if inputs else torch.device("cpu")
-        for t in self.out_types:
-            shape = tuple(int(d) for d in dims[pos:pos + t.rank])
-            pos += t.rank
-            outs.append(torch.empty(shape, dtype=t.dtype, device=device))
-        return outs
+        at = self._launch_at(inputs[0].device, syms, sizes, self._out_specs(dims), meta, options)
+        outs = _allocate(at)
+        return triton.testing.do_bench(lambda: self._run(inputs, outs, env, at))
 
     def call_sizes(self, env: dict) -> tuple[list, tuple, list]:
         """(symbol values, launch sizes, output dims) for a call's size symbols (``env``)."""
@@ -145,36 +167,117 @@ class KernelLaunch:
         all_sizes = self.sizes(*syms)
         return syms, tuple(int(x) for x in all_sizes[:self.n_launch_sizes]), all_sizes[self.n_launch_sizes:]
 
-    def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
+    def at(self, env: dict, inputs: Sequence[torch.Tensor], device: torch.device) -> LaunchAt:
+        """The launch at the shape ``env`` binds, decided now and kept in ``shapes`` (once its config
+        is final: an autotuner still waiting for a call's sizes decides again)."""
         syms, sizes, dims = self.call_sizes(env)
-        outs = self._outputs(dims, inputs)
-        if all(o.numel() == 0 for o in outs):  # nothing to compute (one empty output alone is not that:
-            return outs  # a reduction over an empty dim still writes its rows, 0 for a sum, nan for a mean)
-        meta, options = self.config(sizes, env, inputs)
-        return self._run(inputs, outs, env, syms, sizes, meta, options)
+        outs = self._out_specs(dims)
+        # Nothing to compute when every output is empty (one empty output alone is not that: a
+        # reduction over an empty dim still writes its rows, 0 for a sum, nan for a mean).
+        empty = all(0 in shape for shape, _, _ in outs)
+        meta, options = ({}, {}) if empty else self.config(sizes, env, inputs)
+        at = self._launch_at(device, syms, sizes, outs, meta, options)
+        if empty or sizes in self.configs:
+            self.shapes[tuple(syms)] = at
+        return at
+
+    def _out_specs(self, dims) -> tuple:
+        outs, pos = [], 0
+        for t in self.out_types:
+            shape = tuple(int(d) for d in dims[pos:pos + t.rank])
+            pos += t.rank
+            outs.append((shape, _contiguous_strides(shape), t.dtype))
+        return tuple(outs)
+
+    def _launch_at(self, device, syms, sizes: tuple, outs: tuple, meta: dict, options: dict) -> LaunchAt:
+        empty = all(0 in shape for shape, _, _ in outs)
+        grid = None if empty else self.grid(sizes, meta)
+        scalars = (*(int(s) for s in syms), *self.template.size_args(sizes))
+        return LaunchAt(device, outs, empty, is_aten(meta), scalars, {"grid": grid, "warmup": False, **meta, **options},
+                        device.type == "cpu" and _empty_strided_cpu is not None)
+
+    def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
+        # The hot path of every call: kept to a lookup, the allocation and the launch.
+        at = self.shapes.get(tuple([env[s] for s in self.symbols]) if self.symbols else ())
+        if at is None:
+            at = self.at(env, inputs, self.device)
+        if at.on_cpu:
+            outs = [_empty_strided_cpu(shape, strides, dtype) for shape, strides, dtype in at.outs]
+        else:
+            outs = _allocate(at)
+        if self.targets is not None:
+            self._start_from(inputs, outs)
+        if at.empty:
+            return outs
+        if at.aten or self.interpret:
+            return self._run(inputs, outs, env, at)
+        if self.stride_dims:
+            self.fn.run(*inputs, *outs, *at.scalars, *[inputs[k].stride(d) for k, d in self.stride_dims], **at.kwargs)
+        else:
+            self.fn.run(*inputs, *outs, *at.scalars, **at.kwargs)  # what ``fn[grid](...)`` calls, without its proxy
+        return outs
+
+    def _start_from(self, inputs, outs: list[torch.Tensor]):
+        for k, j in enumerate(self.targets):
+            if j is None:
+                continue
+            if k in self.in_place and inputs[j].is_contiguous():
+                outs[k] = inputs[j]  # written in place (a scatter: only the indexed slices move)
+            elif self.template.starts_from_targets:
+                outs[k].copy_(inputs[j])
 
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...] | None:
         """Program instances per axis for these launch sizes and meta-parameters (None: the
         autotuner chose to run this matmul region through ATen)."""
         return None if is_aten(meta) else self.template.grid(sizes, meta)
 
-    def _run(self, inputs, outs, env, syms, sizes, meta, options) -> list[torch.Tensor]:
-        if is_aten(meta):  # the autotuner's ATen choice for a matmul kernel
+    def _run(self, inputs, outs, env, at: LaunchAt) -> list[torch.Tensor]:
+        if at.aten:  # the autotuner's ATen choice for a matmul kernel
             results = run_reference(self.body, list(inputs), env)
             for o, r in zip(outs, results):
                 o.copy_(r)
             return outs
-        strides = [x.stride(d) for x, ds in zip(inputs, self.strided) for d in ds]
-        grid = self.grid(sizes, meta)
-        args = (*inputs, *outs, *syms, *self.template.size_args(sizes), *strides)
-        if self.interpret:
-            # Masked-off lanes compute too in the interpreter (log(0), 0/0): numpy's warnings
-            # about them say nothing about the stored results.
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                self.fn[grid](*args, **meta)
+        if self.stride_dims:
+            args = (*inputs, *outs, *at.scalars, *[inputs[k].stride(d) for k, d in self.stride_dims])
         else:
-            self.fn[grid](*args, **meta, **options)
+            args = (*inputs, *outs, *at.scalars)
+        if self.interpret:
+            _interpret(self.fn, args, at.kwargs)
+        else:
+            self.fn.run(*args, **at.kwargs)  # what ``fn[grid](...)`` calls, without the proxy it builds
         return outs
+
+
+# Masked-off lanes compute too in the interpreter (log(0), 0/0): numpy's warnings about them
+# say nothing about the stored results. (The decorator form keeps no state on the errstate.)
+@np.errstate(divide="ignore", invalid="ignore", over="ignore")
+def _interpret(fn, args: tuple, kwargs: dict):
+    fn.run(*args, **kwargs)
+
+
+# Inductor's allocator for CPU outputs: torch.empty_strided without the Python argument parsing.
+_empty_strided_cpu = getattr(torch._C._dynamo.guards, "_empty_strided_cpu", None)
+
+
+def _allocate(at: LaunchAt) -> list[torch.Tensor]:
+    if at.on_cpu:
+        return [_empty_strided_cpu(shape, strides, dtype) for shape, strides, dtype in at.outs]
+    return [torch.empty_strided(shape, strides, dtype=dtype, device=at.device) for shape, strides, dtype in at.outs]
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= max(d, 1)
+    return tuple(reversed(strides))
+
+
+def _reader(slots: list[int]) -> Callable[[list], tuple]:
+    """A function from the value slots to the tuple of the values in ``slots`` (one C call)."""
+    if len(slots) > 1:
+        return operator.itemgetter(*slots)
+    return (lambda values: (values[slots[0]],)) if slots else (lambda values: ())
 
 
 def _split(cfg: dict, interpret: bool) -> tuple[dict, dict]:
@@ -209,6 +312,7 @@ class Plan:
             slot[node.out] = len(slot)
         self.steps: list[Callable[[list, dict], None]] = []
         self.launches: list[KernelLaunch | None] = []
+        self.kernel_nodes: list[tuple[Node, list[int]]] = []  # per launch: its node and input slots
         self.constants: list[tuple[int, Any]] = []
         for node in graph.nodes:
             for v in node.results:
@@ -235,6 +339,11 @@ class Plan:
         # optimization fuel), and the graph's `not fused:`/`not a kernel:` notes say why.
         for op in without_triton_code(graph):
             _warn_unsupported(op)
+        # The value slots with the constants in place, copied by every call.
+        self._slots: list[Any] = [None] * self.num_slots
+        for o, c in self.constants:
+            self._slots[o] = c
+        self._program = list(zip(self.steps, self.free_after))
 
     def _kernel_step(self, node: Node, ins: list[int], outs: list[int], interpret: bool):
         """The step of a kernel node: its launch, behind the safety net.
@@ -256,9 +365,12 @@ class Plan:
             self._fail(index, body.name, "could not be generated or loaded", e)
             launch = None
         self.launches.append(launch)
+        self.kernel_nodes.append((node, ins))
+
+        read = _reader(ins)
 
         def kernel_step(values, env):
-            args = [values[i] for i in ins]
+            args = read(values)
             if index in self.failures:
                 results = run_reference(body, args, env)
             else:
@@ -305,8 +417,15 @@ class Plan:
         dynamic = {k: v for k, v in node.attrs.items() if _has_symbols(v)}
         single = len(outs) == 1
 
+        resolved: dict[tuple, dict] = {}  # the attributes at each shape, substituted once (no sympy per call)
+
         def call_step(values, env):
-            attrs = {**static, **{k: resolve(v, env) for k, v in dynamic.items()}} if dynamic else static
+            attrs = static
+            if dynamic:
+                key = tuple(env.values())  # the plan binds the same symbols in the same order on every call
+                attrs = resolved.get(key)
+                if attrs is None:
+                    attrs = resolved[key] = {**static, **{k: resolve(v, env) for k, v in dynamic.items()}}
             r = ref(*(values[i] for i in ins), **attrs)
             if single:
                 values[outs[0]] = r
@@ -316,13 +435,51 @@ class Plan:
 
         self.steps.append(call_step)
 
+    def write_in_place(self, writable: dict[int, int]):
+        """Let kernels write graph inputs in place: ``writable`` maps an input's position
+        to the graph output that the caller copies into it after the call (AOT autograd's
+        input-mutation epilogue). A kernel whose output is that output and whose destination is
+        that input writes into the input's own buffer when nothing after it in the graph reads
+        the input (directly or through a view) and no graph output is the input: then nobody can
+        see the old values, and the epilogue's copy is a copy of a tensor onto itself (none)."""
+        graph = self.graph
+        inputs = {n: k for k, n in enumerate(graph.inputs)}
+        outputs: dict[Value, list[int]] = {}
+        for o, v in enumerate(graph.outputs):
+            outputs.setdefault(v, []).append(o)
+        root: dict[Value, Node] = {n.out: n for n in graph.inputs}  # the input a value views, if any
+        read_at: dict[Node, int] = {}  # each input: the last node position reading it or a view of it
+        for pos, node in enumerate(graph.nodes):
+            for v in node.inputs:
+                if v in root:
+                    read_at[root[v]] = pos
+            if OPS[node.op].category is Category.VIEW and node.inputs and node.inputs[0] in root:
+                root[node.out] = root[node.inputs[0]]
+        returned = {root[v] for v in graph.outputs if v in root}
+        position = {n: p for p, n in enumerate(graph.nodes)}
+        for launch, (node, ins) in zip(self.launches, self.kernel_nodes):
+            if launch is None or launch.candidates is None:
+                continue
+            targets = list(launch.targets or [None] * len(launch.candidates))
+            allowed = set()
+            for k, candidates in enumerate(launch.candidates):
+                for j in candidates:
+                    dst = graph.inputs[ins[j]] if ins[j] < self.n_inputs else None
+                    if dst is None or dst in returned or read_at.get(dst, -1) > position[node] \
+                            or j in targets[:k] + targets[k + 1:]:
+                        continue
+                    if writable.get(inputs[dst]) in outputs.get(node.results[k], ()):
+                        targets[k] = j
+                        allowed.add(k)
+                        break
+            if allowed or launch.targets is not None:
+                launch.targets, launch.in_place = targets, frozenset(allowed)
+
     def __call__(self, args: Sequence[Any]) -> list[Any]:
-        values: list[Any] = [None] * self.num_slots
+        values = self._slots.copy()
         values[:self.n_inputs] = args
-        for o, c in self.constants:
-            values[o] = c
-        env = {s: (args[k] if d is None else args[k].shape[d]) for s, k, d in self.getters}
-        for step, free in zip(self.steps, self.free_after):
+        env = {s: (args[k] if d is None else args[k].shape[d]) for s, k, d in self.getters} if self.getters else {}
+        for step, free in self._program:
             step(values, env)
             for s in free:
                 values[s] = None

@@ -1,0 +1,105 @@
+"""The plan's per-shape fast path: what a kernel launch decides from its sizes (outputs,
+config, grid, size arguments) is decided once per concrete shape and reused by later calls
+at that shape; a new shape (``dynamic=True``) decides again; results stay eager's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mlc
+from mlc.runtime import plan
+
+
+def f(x, b):
+    return torch.relu(x + b) * 2 - 1
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def compiled_with_plans(fn, dynamic=None):
+    seen = []
+    backend = lambda gm, ex: mlc.mlc_backend(gm, ex, options={"interpret": True},  # noqa: E731
+                                             _on_compile=lambda g, c: seen.append(c))
+    return torch.compile(fn, backend=backend, dynamic=dynamic), seen
+
+
+def count_decisions(monkeypatch) -> list:
+    """Each time a launch decides its shape (``KernelLaunch.at``): the launch and the shape key."""
+    decided = []
+    at = plan.KernelLaunch.at
+
+    def counting(self, env, inputs, device):
+        decided.append((self, tuple(env[s] for s in self.symbols)))
+        return at(self, env, inputs, device)
+
+    monkeypatch.setattr(plan.KernelLaunch, "at", counting)
+    return decided
+
+
+def test_a_second_call_at_the_same_shape_reuses_the_launch(monkeypatch):
+    decided = count_decisions(monkeypatch)
+    compiled, seen = compiled_with_plans(f)
+    x, b = torch.randn(16), torch.randn(16)
+    torch.testing.assert_close(compiled(x, b), f(x, b))
+    (launch,) = seen[-1].plan.launches
+    assert decided == [(launch, ())]
+    (at,) = launch.shapes.values()
+    assert at.outs == (((16,), (1,), torch.float32),) and not at.empty and not at.aten
+    assert at.kwargs["grid"] == (1,) and at.kwargs["warmup"] is False
+    x2, b2 = torch.randn(16), torch.randn(16)
+    torch.testing.assert_close(compiled(x2, b2), f(x2, b2))  # other values, same shape
+    assert decided == [(launch, ())] and launch.shapes[()] is at
+
+
+def test_dynamic_shapes_decide_once_per_shape(monkeypatch):
+    decided = count_decisions(monkeypatch)
+    compiled, seen = compiled_with_plans(f, dynamic=True)
+    results = []
+    for n in (16, 24, 16, 24, 40):
+        x, b = torch.randn(n), torch.randn(n)
+        results.append((compiled(x, b), f(x, b)))
+    assert len(seen) == 1  # one graph for every size: its size symbol is read per call
+    for got, want in results:
+        torch.testing.assert_close(got, want)
+    (launch,) = seen[-1].plan.launches
+    assert [key for who, key in decided if who is launch] == [(16,), (24,), (40,)]
+    assert sorted(launch.shapes) == [(16,), (24,), (40,)]
+    for (n,), at in launch.shapes.items():
+        assert at.outs[0][0] == (n,) and n in at.scalars  # the size symbol's value is a launch argument
+
+
+def test_views_with_symbolic_attributes_at_several_shapes():
+    def g(x):
+        return (x.reshape(x.shape[0] // 4, 4) * 3).sum(-1)
+
+    compiled, seen = compiled_with_plans(g, dynamic=True)
+    for n in (8, 12, 8, 20):
+        x = torch.randn(n)
+        torch.testing.assert_close(compiled(x), g(x))
+
+
+def test_a_launch_failing_at_a_new_shape_still_falls_back(monkeypatch):
+    compiled, seen = compiled_with_plans(f, dynamic=True)
+    x, b = torch.randn(16), torch.randn(16)
+    compiled(x, b)
+    p = seen[-1].plan
+    p.strict = False
+    run = plan.KernelLaunch._run
+
+    def failing_at_32(self, inputs, outs, env, at):
+        if at.outs[0][0] == (32,):
+            raise RuntimeError("planted launch bug")
+        return run(self, inputs, outs, env, at)
+
+    monkeypatch.setattr(plan.KernelLaunch, "_run", failing_at_32)
+    x2, b2 = torch.randn(32), torch.randn(32)
+    with pytest.warns(UserWarning, match="failed to launch"):
+        torch.testing.assert_close(compiled(x2, b2), f(x2, b2))
+    assert p.failures and len(seen) == 1
+    torch.testing.assert_close(compiled(x, b), f(x, b))  # the reference executor from then on
