@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from mlc.testing import decode
 from mlc.testing.models import MODELS
 
 F16, F32 = torch.float16, torch.float32
@@ -28,6 +29,7 @@ class Case:
     name: str
     sizes: dict  # "bench", "quick", "check" -> keyword arguments (with "dtype")
     hf: bool = False  # needs transformers
+    decode: bool = False  # a decode step of mlc.testing.decode: inputs (tokens, position)
     describe: dict = field(default_factory=dict)  # size name -> a short description for the table
 
 
@@ -72,7 +74,18 @@ HF = [
          hf=True, describe={"bench": "BertModel (bert-base) b4 s512 padded fp16"}),
 ]
 
-CASES = {c.name: c for c in ZOO + HF}
+# One greedy decode step of a LLaMA-architecture model over a static KV cache, at position
+# max_seq / 2 (the cache is read whole, under a length mask).
+_DECODE_QUICK = dict(batch=1, layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab=256, max_seq=32,
+                     dtype=F32)
+DECODE = [
+    Case("llama_decode", {"quick": _DECODE_QUICK, "check": _DECODE_QUICK,
+                          "bench": dict(batch=1, layers=4, d_model=1024, n_heads=16, n_kv_heads=4, d_ff=2816,
+                                        vocab=32000, max_seq=1024, dtype=F16)},
+         decode=True, describe={"bench": "4x1024 gqa16/4 decode, cache 1024, b1 fp16"}),
+]
+
+CASES = {c.name: c for c in ZOO + DECODE + HF}
 
 
 def have_transformers() -> bool:
@@ -113,6 +126,10 @@ def build_case(name: str, size: str) -> tuple[nn.Module, tuple]:
     case = CASES[name]
     sizes = dict(case.sizes[size])
     dtype = sizes.pop("dtype")
+    if case.decode:
+        model = decode.build(dtype=dtype, **sizes)
+        tokens = torch.randint(0, sizes["vocab"], (sizes["batch"], 1), generator=torch.Generator().manual_seed(1))
+        return model, (tokens, torch.tensor([sizes["max_seq"] // 2]))
     if not case.hf:
         model, inputs = MODELS[name].build(dtype=dtype, **sizes)
         return model.eval(), inputs

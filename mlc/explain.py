@@ -69,7 +69,7 @@ def explain(fn, *example_inputs, **options) -> Report:
     with torch.no_grad():
         expected = fn(*example_inputs)
     on_gpu = any(_on_gpu(cg.graph) for cg in compiled)
-    note = cuda_graphs_note(opts.mode, on_gpu)
+    note = cuda_graphs_note(opts.mode, on_gpu, opts.interpret)
     report = Report(graphs, kernels, count_eager(fn, *example_inputs, backward=backward),
                     notes=[note] if note else [], accuracy=accuracy(actual, expected), mode=opts.mode,
                     settings=settings(mode, options))

@@ -70,8 +70,9 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 # What each mode of torch.compile sets, as Inductor's modes do; an option given in `options` or
 # by its environment variable wins over its mode.
 MODE_OPTIONS = {"max-autotune": {"autotune": "max"}, "max-autotune-no-cudagraphs": {"autotune": "max"}}
-# The modes that ask for CUDA graphs (Inductor's "reduce-overhead" and "max-autotune"), which mlc
-# does not capture yet: mlc.explain says so (``cuda_graphs_note``).
+# The modes that ask for CUDA graphs (Inductor's "reduce-overhead" and "max-autotune"): on GPU
+# tensors mlc records each graph's launch plan in one (runtime/cuda_graphs.py); mlc.explain says
+# whether it did, and why not (``cuda_graphs_note``).
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
@@ -169,13 +170,15 @@ def settings(mode: str | None = None, options: dict | None = None) -> list[Setti
     return [Setting(o.name, values[o.name], sources[o.name]) for o in OPTIONS]
 
 
-def cuda_graphs_note(mode: str | None, on_gpu: bool) -> str | None:
+def cuda_graphs_note(mode: str | None, on_gpu: bool, interpret: bool = False) -> str | None:
     """What became of the CUDA graphs ``mode`` asks for (None: it asks for none)."""
     if mode not in CUDA_GRAPH_MODES:
         return None
-    why = "mlc does not capture CUDA graphs yet"
-    if not on_gpu:
-        why = "the graphs run on CPU tensors (CUDA graphs capture GPU work only), and " + why
+    if on_gpu and not interpret:
+        return (f"CUDA graphs: applied (mode {mode!r}): each graph's launch plan is recorded once per input "
+                f"layout and replayed, inputs copied into its static buffers")
+    why = "the kernels run in Triton's interpreter, on the host (interpret=True)" if on_gpu else \
+        "the graphs run on CPU tensors (CUDA graphs capture GPU work only)"
     return f"CUDA graphs: not applied (mode {mode!r} asks for them): {why}"
 
 
@@ -191,7 +194,7 @@ def options_markdown() -> str:
 
 
 MODES_DOC = ("\"max-autotune\" and \"max-autotune-no-cudagraphs\" set autotune=\"max\"; \"reduce-overhead\" and "
-             "\"max-autotune\" ask for CUDA graphs, which mlc does not capture yet (mlc.explain says so); "
+             "\"max-autotune\" ask for CUDA graphs, which mlc records on GPU tensors (mlc.explain says whether); "
              "an option given in options or by its environment variable wins over the mode")
 
 

@@ -339,6 +339,44 @@ def _index(L, n, x, indices):
     return L.op("index", x, *idx, dims=tuple(dims))
 
 
+def _index_put(L, n, x, indices, values, accumulate=False):
+    # One index tensor on one dim (a KV cache written at the position): index_copy, whose
+    # kernel writes only the indexed slices. Other forms (several index tensors, boolean
+    # masks, accumulation) stay ATen calls.
+    dims = [d for d, t in enumerate(indices) if t is not None]
+    if accumulate or len(dims) != 1 or x.type.rank == 0:
+        raise LoweringError("index_put other than by one index tensor, without accumulation")
+    dim, idx = dims[0], indices[dims[0]]
+    if idx.type.dtype not in (torch.int64, torch.int32) or idx.type.rank > 1:
+        raise LoweringError("index_put by a boolean mask or a multi-dim index")
+    if idx.type.rank == 0:  # x[..., i] = v: v has no dim there
+        idx = L.op("view", idx, shape=(1,))
+        if values.type.rank >= x.type.rank - dim - 1:
+            values = L.op("view", values, shape=values.type.shape[:values.type.rank - (x.type.rank - dim - 1)]
+                          + (1,) + values.type.shape[values.type.rank - (x.type.rank - dim - 1):])
+    shape = x.type.shape[:dim] + (idx.type.shape[0],) + x.type.shape[dim + 1:]
+    if values.type.dtype != x.type.dtype:
+        values = L.op("convert", values, dtype=x.type.dtype)
+    if tuple(values.type.shape) != tuple(shape):
+        values = L.op("expand", values, shape=shape)
+    return L.op("index_copy", x, idx, values, dim=dim)
+
+
+def _copy(L, n, x, src, non_blocking=False):
+    # Functional copy: src's values in x's shape and dtype (a new tensor; nothing is written).
+    if src.type.dtype != x.type.dtype:
+        src = L.op("convert", src, dtype=x.type.dtype)
+    if tuple(src.type.shape) != tuple(x.type.shape):
+        src = L.op("expand", src, shape=x.type.shape)
+    return L.op("copy", src)
+
+
+def _fma(L, n, a, b, c):
+    # a * b + c, rounded twice (prims.fma rounds once: a difference of an ulp); lerp decomposes to it
+    a, b, c = L.operands(a, b, c)
+    return L.op("add", L.op("mul", a, b), c)
+
+
 def _gelu(L, n, x, approximate="none"):
     return L.op("gelu", x, approximate=approximate)
 
@@ -439,7 +477,8 @@ ATEN_TO_MLC.update({
     aten.cat.default: _cat,
     aten.gather.default: _gather, aten.index_select.default: _index_select, aten.embedding.default: _embedding,
     aten.scatter.value: _scatter_value,
-    aten.index.Tensor: _index,
+    aten.index.Tensor: _index, aten.index_put.default: _index_put,
+    aten.copy.default: _copy, prims.fma.default: _fma,
     aten.full.default: _full_from_meta(1), aten.full_like.default: _full_from_meta(1),
     aten.scalar_tensor.default: _full_from_meta(0),
     aten.zeros.default: _full_from_meta(value=0), aten.zeros_like.default: _full_from_meta(value=0),

@@ -16,8 +16,9 @@ from .base import ATEN, INTERPRET_MAX_BLOCK, Template, is_aten
 from .matmul import MATMUL
 from .pointwise import POINTWISE
 from .reduction import PERSISTENT_LIMIT, REDUCTION
+from .scatter import SCATTER
 
-TEMPLATES: dict[str, Template] = {t.name: t for t in (ATTENTION, MATMUL, REDUCTION, POINTWISE)}
+TEMPLATES: dict[str, Template] = {t.name: t for t in (SCATTER, ATTENTION, MATMUL, REDUCTION, POINTWISE)}
 
 
 def template_of(ks: KernelSource) -> Template:

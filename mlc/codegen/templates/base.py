@@ -61,6 +61,15 @@ class Template(ABC):
 
     # --- launching --------------------------------------------------------------------------
 
+    starts_from_targets = False  # an output it writes in place holds its target's values before the launch
+
+    def in_place_targets(self, ks: KernelSource) -> list[list[int]] | None:
+        """Per output, the kernel inputs it could be written over, in place, when the plan allows
+        it (``Plan.write_in_place``; None: no output could). With ``starts_from_targets``, an output
+        has one, and when the plan does not allow it there, the output starts as a copy of that
+        input (a scatter writes only some elements)."""
+        return ks.params.get("in_place")
+
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...]:
         return (triton.cdiv(sizes[0], meta[self.meta[0]]),)
 

@@ -8,6 +8,7 @@ Launch sizes: ``(numel,)``.
 from __future__ import annotations
 
 from ...ir.graph import Graph
+from ...ir.ops import OPS, Category
 from ...ir.types import TensorType
 from .. import indexing as ix
 from ..compile import next_pow2
@@ -38,10 +39,11 @@ class Pointwise(Template):
         stores = [(k, w.emit(v, ix.unravel("offs", v.type.shape)), v.type) for k, v in enumerate(body.outputs)]
         w.line("")
         for k, val, t in stores:
-            w.line(f"tl.store(out{k}_ptr + offs, {_store_value(w, val, t)}, mask=mask)")
+            w.line(f"tl.store(out{k}_ptr + offs, {store_value(w, val, t)}, mask=mask)")
         symbols = kernel_symbols(body)
         source, args, sig = w.finish(name, [str(s) for s in symbols] + ["xnumel"], list(self.meta))
-        return KernelSource(name, self.name, source, args, sig, symbols, (numel,), input_strided=w.input_strides())
+        return KernelSource(name, self.name, source, args, sig, symbols, (numel,), input_strided=w.input_strides(),
+                            params={"in_place": in_place_targets(body)})
 
     def fixed_config(self, ks: KernelSource, sizes: tuple, interpret: bool) -> dict:
         block = min(next_pow2(sizes[0]), INTERPRET_MAX_BLOCK) if interpret else 1024
@@ -57,7 +59,20 @@ class Pointwise(Template):
         return {**cfg, "BLOCK_SIZE": max(16, min(cfg["BLOCK_SIZE"], next_pow2(sizes[0])))}
 
 
-def _store_value(w: KernelWriter, val: str, t: TensorType) -> str:
+def in_place_targets(body: Graph) -> list[list[int]]:
+    """Per output, the inputs it could be stored over: those of its shape and dtype that the
+    kernel reads only elementwise (pointwise ops only, no view or gather of them), so each lane
+    reads the element it writes before writing it. An optimizer's update of a parameter is such
+    an output; the plan decides whether it may (``Plan.write_in_place``)."""
+    users = body.users()
+    elementwise = [j for j, node in enumerate(body.inputs)
+                   if users[node] and all(OPS[u.op].category is Category.POINTWISE for u in users[node])]
+    return [[j for j in elementwise if isinstance(body.inputs[j].types[0], TensorType)
+             and body.inputs[j].types[0].shape == v.type.shape and body.inputs[j].types[0].dtype == v.type.dtype]
+            for v in body.outputs]
+
+
+def store_value(w: KernelWriter, val: str, t: TensorType) -> str:
     if is_literal(val):
         val = f"tl.full([BLOCK_SIZE], {val}, {TL_DTYPE[compute_dtype(t.dtype)]})"
     return w.convert(val, t.dtype) if w.dtypes.get(val, t.dtype) != t.dtype or "tl.full" in val else val
