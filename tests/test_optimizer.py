@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import mlc
-import mlc.backend as backend
 
 
 def _model_and_optimizer(kind: str, foreach: bool):
@@ -31,16 +30,8 @@ def _states(opt):
 
 @pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
-def test_compiled_step_matches_eager_and_updates_in_place(monkeypatch, kind, foreach):
-    seen = []
-    original = backend.compile_graph
-
-    def spy(*args, **kwargs):
-        seen.append(original(*args, **kwargs))
-        return seen[-1]
-
-    monkeypatch.setattr(backend, "compile_graph", spy)
-    torch._dynamo.reset()
+def test_compiled_step_matches_eager_and_updates_in_place(compiled_graphs, kind, foreach):
+    seen = compiled_graphs
     eager_model, eager_opt = _model_and_optimizer(kind, foreach)
     model, opt = _model_and_optimizer(kind, foreach)
     params = [p.data_ptr() for p in model.parameters()]
@@ -59,7 +50,6 @@ def test_compiled_step_matches_eager_and_updates_in_place(monkeypatch, kind, for
     assert len(updates) >= len(params)
     assert not [f for g in seen if getattr(g, "plan", None) is not None
                 for f in g.graph.nodes if f.op == "aten"]  # no multi-tensor op left to ATen
-    torch._dynamo.reset()
 
 
 def test_adamw_foreach_step_launches_fewer_kernels_than_eager():
