@@ -110,7 +110,8 @@ def attention_flops(op: str, b: int, h: int, sq: int, sk: int, d: int, dv: int, 
     in all (the minimum, one kernel keeping ``ds``, would be 2.5x)."""
     short = min(sq, sk)  # causal: query i sees min(i + 1, Sk) keys
     pairs = short * (short + 1) // 2 + (sq - short) * sk if causal else sq * sk
-    per_pair = {"attention": d + dv, "attention_grad_kv": 2 * (d + dv), "attention_grad_q": 2 * d + dv}[op]
+    per_pair = {"attention": d + dv, "attention_split": d + dv, "attention_grad_kv": 2 * (d + dv),
+                "attention_grad_q": 2 * d + dv}[op]
     return 2 * b * h * pairs * per_pair
 
 
@@ -119,7 +120,8 @@ def node_flops(node: Node, env) -> int:
     if node.op == "attention_scores":  # the q @ kᵀ block of its attention kernel: counted by the attention
         return 0
     if cat is Category.ATTENTION:
-        q, k, v = (x.type for x in (node.inputs[:3] if node.op == "attention" else node.inputs[1:4]))
+        forward = node.op in ("attention", "attention_split")
+        q, k, v = (x.type for x in (node.inputs[:3] if forward else node.inputs[1:4]))
         b, h, sq, d = (_n(x, env) for x in q.shape)
         return attention_flops(node.op, b, h, sq, _n(k.shape[2], env), d, _n(v.shape[3], env), node.attrs["is_causal"])
     if cat is Category.MATMUL:

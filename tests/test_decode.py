@@ -10,27 +10,10 @@ import torch
 from torch.testing import FileCheck
 
 import mlc
-import mlc.backend as backend
 from mlc.ir import parse, verify
 from mlc.ir.reference import run_reference
 from mlc.runtime.plan import KernelLaunch
 from mlc.testing import decode
-
-
-@pytest.fixture
-def compiled_graphs(monkeypatch):
-    """The CompiledGraphs torch.compile builds during the test."""
-    seen = []
-    original = backend.compile_graph
-
-    def spy(*args, **kwargs):
-        seen.append(original(*args, **kwargs))
-        return seen[-1]
-
-    monkeypatch.setattr(backend, "compile_graph", spy)
-    torch._dynamo.reset()
-    yield seen
-    torch._dynamo.reset()
 
 
 def _scatter_launches(graphs):
@@ -70,8 +53,7 @@ def test_index_copy_kernel_writes_the_slices_at_the_position(position):
     assert changed == [position % 8]
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("freeze", [False, True])
+@pytest.mark.parametrize("batch, freeze", [(1, False), (2, True)])
 def test_decode_matches_eager_with_one_graph_and_caches_written_in_place(compiled_graphs, batch, freeze):
     model = decode.build(layers=2, max_seq=16, batch=batch)
     eager = decode.build(layers=2, max_seq=16, batch=batch)
@@ -156,3 +138,20 @@ def test_accumulating_index_put_stays_an_aten_call():
     with pytest.warns(UserWarning, match="aten.index_put"):
         got = torch.compile(f, backend="mlc")(buf, i, v)
     torch.testing.assert_close(got, f(buf, i, v))
+
+
+def test_decode_over_a_long_cache_splits_the_attention_over_key_ranges(compiled_graphs):
+    # 4 (batch, head) programs over 512 cached keys: flash-decoding's 4 ranges of 128 keys each.
+    model = decode.build(layers=2, max_seq=512)
+    eager = decode.build(layers=2, max_seq=512)
+    prompt = torch.randint(0, 256, (1, 3), generator=torch.Generator().manual_seed(3))
+    compiled = torch.compile(model, backend="mlc")
+    with torch.no_grad():
+        want = decode.greedy(eager, prompt, 4)
+        got = decode.greedy(compiled, prompt, 4)
+    assert torch.equal(got, want)
+    (g,) = compiled_graphs
+    graph = (getattr(g, "compiled", None) or g).graph
+    splits = [n for k in graph.nodes if k.op == "kernel" for n in k.attrs["body"].nodes if n.op == "attention_split"]
+    assert [(n.attrs["splits"], n.attrs["chunk"]) for n in splits] == [(4, 128)] * 2
+    assert not any(n.op == "attention" for k in graph.nodes if k.op == "kernel" for n in k.attrs["body"].nodes)

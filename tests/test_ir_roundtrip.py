@@ -201,6 +201,14 @@ def _attention(b, op):
     return list(node.results)
 
 
+def _attention_split(b, op):
+    """flash-decoding's split: a static key length (40 keys in 3 ranges of 16, the last 8 long)."""
+    q = b.input("q", T(F32, S0, 4, 1, 8))
+    kv = [b.input(n, T(F32, S0, 2, 40, 8)) for n in ("k", "v")]
+    mask = b.input("m", T(B8, S0, 1, 1, 40))
+    return list(b.add(op, (q, *kv, mask), {"scale": 0.35, "splits": 3, "chunk": 16}).results)
+
+
 def _attention_scores(b, op):
     """attention written by hand, as fusion rewrites it: f(attention_scores(q, k)) as the scores."""
     q = b.input("q", T(F32, S0, 4, S1, 8))
@@ -311,7 +319,8 @@ EXAMPLES: dict[str, list[Builder]] = {
     "argmin": [reduce(), reduce(dim=1), reduce(dim=-1, keepdim=True), reduce(I64, dim=0)],
     "mm": [_mm],
     "bmm": [_bmm],
-    "attention": [_attention], "attention_scores": [_attention_scores], "attention_grad_kv": [_attention], "attention_grad_q": [_attention],
+    "attention": [_attention], "attention_split": [_attention_split],
+    "attention_scores": [_attention_scores], "attention_grad_kv": [_attention], "attention_grad_q": [_attention],
     "view": [one_input((S0, 8), shape=[2 * S0, 4]), one_input((S0, 8), shape=[S0 * 8]), one_input((2, 3), shape=[3, 1, 2])],
     "permute": [one_input((S0, 4, 8), dims=[2, 0, 1]), one_input((S0, 8), dims=[-1, 0])],
     "expand": [one_input((S0, 1), shape=[2, S0, 8]), one_input((S0, 1, 8), shape=[S0, 3, 8])],

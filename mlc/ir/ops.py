@@ -287,6 +287,22 @@ def attention_scores_rule(in_types, attrs):
     return TensorType(q.shape[:3] + k.shape[2:3], promote([q, k]), _device([q, k]))
 
 
+def attention_split_rule(in_types, attrs):
+    q, k, v, *mask = _tensors(in_types)
+    _attention_shapes(q, k, v, mask, "attention_split")
+    splits, chunk, sk = attrs["splits"], attrs["chunk"], k.shape[2]
+    if not (isinstance(splits, int) and isinstance(chunk, int) and splits > 0 and chunk > 0 and chunk % 16 == 0):
+        raise InferError(f"attention_split: splits must be a positive int and chunk a positive multiple of 16, "
+                         f"got splits={splits}, chunk={chunk}")
+    if not isinstance(sk, int) or splits * chunk < sk:
+        raise InferError(f"attention_split: {splits} splits of {chunk} keys do not cover the {sk} keys "
+                         f"(the key length must be static)")
+    device = _device([q, k, v])
+    b, h, sq = q.shape[:3]
+    return (TensorType((b, h, splits, sq, v.shape[3]), torch.float32, device),
+            TensorType((b, h, splits, sq), torch.float32, device))
+
+
 def _attention_grad_inputs(in_types, op):
     do, q, k, v, lse, delta, *mask = _tensors(in_types)
     _attention_shapes(q, k, v, mask, op)
@@ -561,6 +577,21 @@ def _ref_attention(q, k, v, mask=None, *, scale, is_causal, score_mod=False):
     return out.to(q.dtype), lse.masked_fill(empty, float("inf"))
 
 
+def _ref_attention_split(q, k, v, mask=None, *, scale, is_causal, splits, chunk):
+    """Per split of ``chunk`` keys: (its output normalized by its own sum, its log-sum-exp);
+    a split with no key to attend to gives 0 and -inf (so that it weighs nothing in the combine)."""
+    s = _ref_scores(q, k, mask, scale, is_causal)
+    v = v.float().repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    accs, lses = [], []
+    for i in range(splits):
+        si, vi = s[..., i * chunk:(i + 1) * chunk], v[..., i * chunk:(i + 1) * chunk, :]
+        lse = torch.logsumexp(si, dim=-1) if si.shape[-1] else torch.full(s.shape[:3], float("-inf"), device=s.device)
+        p = torch.exp(si - lse.masked_fill(lse == float("-inf"), 0)[..., None])
+        accs.append(p @ vi)
+        lses.append(lse)
+    return torch.stack(accs, dim=2), torch.stack(lses, dim=2)
+
+
 def _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal):
     group = q.shape[1] // k.shape[1]
     p = torch.exp(_ref_scores(q, k, mask, scale, is_causal) - lse[..., None])
@@ -694,6 +725,12 @@ register("attention", Category.ATTENTION, attention_rule, _ref_attention, arity=
              "f32 log-sum-exp of each row's scores. score_mod: the operand after v is the scores themselves, "
              "softmax(s) @ v with s = f(attention_scores(q, k), ...) (scale unused): attention written by hand, "
              "whose pointwise f the kernel computes on each block of q @ k^T (passes/fuse_attention.py)")
+register("attention_split", Category.ATTENTION, attention_split_rule, _ref_attention_split, arity=None,
+         attrs={**_ATTENTION_ATTRS, "splits": REQUIRED, "chunk": REQUIRED},
+         doc="attention's forward with the keys split in `splits` ranges of `chunk` keys (a multiple of 16), "
+             "each computed by its own programs (flash-decoding): results f32[B,Hq,splits,Sq,Dv], each range's "
+             "output normalized by its own sum, and f32[B,Hq,splits,Sq], its log-sum-exp (-inf where it has no "
+             "key to attend to); a combine in IR weighs them (passes/split_attention.py)")
 register("attention_scores", Category.ATTENTION, attention_scores_rule, _ref_attention_scores, arity=2,
          doc="q @ k^T per head, [B,Hq,Sq,Sk] from q [B,Hq,Sq,D] and k [B,Hkv,Sk,D]: only ever computed inside "
              "the kernel of the attention (score_mod) that reads it, as its block of scores")

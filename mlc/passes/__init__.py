@@ -16,6 +16,7 @@ from .manager import Pass, PassOption, PassRecord, bind, options_of, parse_pipel
 from .narrow_storage import narrow_storage
 from .quantize_weights import quantize_weights
 from .simplify import simplify
+from .split_attention import split_attention
 
 # Clean-ups first, so that fusion sees the smallest graph. CSE runs before folding too, so
 # that two equal computations on a constant fold into one constant, not two equal ones.
@@ -28,7 +29,9 @@ from .simplify import simplify
 # cast once) and before fusion (so every cast lands in a kernel); quantize_weights needs the
 # weights folded into their final form; narrow_storage decides after fusion (and after the
 # views only kernels read are gone) which tensors between kernels are stored in the lower
-# type. The three do nothing with default options.
+# type. The three do nothing with default options. split_attention (flash-decoding) makes
+# attention with few queries over many keys a split kernel and a combine, which fuse then
+# makes two kernels.
 PIPELINE = [
     eliminate_dead_code,
     eliminate_common_subexpressions,
@@ -38,6 +41,7 @@ PIPELINE = [
     simplify,
     eliminate_common_subexpressions,
     eliminate_dead_code,
+    split_attention,
     fuse,
     eliminate_dead_code,
     narrow_storage,
@@ -60,4 +64,4 @@ def build_pipeline(opts) -> list[Pass]:
 __all__ = ["PIPELINE", "PASSES", "PASS_OPTIONS", "Pass", "PassOption", "PassRecord", "bind", "build_pipeline",
            "options_of", "parse_pipeline", "pass_options", "run_passes", "eliminate_common_subexpressions",
            "eliminate_dead_code", "fold_constants", "freeze", "fuse", "lower_precision", "narrow_storage",
-           "quantize_weights", "simplify"]
+           "quantize_weights", "simplify", "split_attention"]

@@ -13,13 +13,16 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.testing import FileCheck
 
 import mlc
 from mlc.codegen.templates import TEMPLATES, CodegenError, generate
-from mlc.cost import graph_cost
+from mlc.cost import graph_cost, region_cost
 from mlc.ir import parse, verify
 from mlc.ir.reference import run_reference
+from mlc.passes import fuse, run_passes, split_attention
 from mlc.runtime.plan import KernelLaunch
+from tests.irtext import run_on_text
 
 NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 # max |mlc - eager| / max(|eager|, 1), forward and gradients
@@ -187,7 +190,6 @@ def test_a_computed_mask_is_a_score_modification_but_loop_operands_are_read_from
 def test_cost_counts_attention_flops_and_compulsory_bytes():
     q = torch.randn(2, 4, 16, 8)
     body = verify(parse(attention_ir("attention", q, q, q, None, 0.3, False)))
-    from mlc.cost import region_cost
     nbytes, flops = region_cost(body, {})
     assert flops == 4 * 2 * 4 * 16 * 16 * 8
     assert nbytes == 4 * (4 * q.numel() + 2 * 4 * 16)  # q, k, v read, out written, and lse
@@ -294,3 +296,183 @@ def test_explain_shows_the_attention_kernel_and_its_roof():
     assert kernel.flops == 4 * 2 * (64 * 65 // 2) * 32 and kernel.name == "fused_attention"
     assert not report.graphs[0].fallbacks
     assert graph_cost(report.graphs[0].graph, {}).flops >= kernel.flops
+
+
+# --- flash-decoding: attention_split and its combine (passes/split_attention.py) --------------
+
+def split_ir(q, k, v, mask, scale, causal, splits, chunk) -> str:
+    b, h, sq, _ = q.shape
+    decls = [f"%q: {_type(q.shape, q.dtype)}", f"%k: {_type(k.shape, k.dtype)}", f"%v: {_type(v.shape, v.dtype)}"]
+    operands = ["%q", "%k", "%v"]
+    if mask is not None:
+        decls.append(f"%mask: {_type(mask.shape, mask.dtype)}")
+        operands.append("%mask")
+    results = f"f32[{b},{h},{splits},{sq},{v.shape[-1]}], f32[{b},{h},{splits},{sq}]"
+    attrs = f"scale={scale!r}, is_causal={'true' if causal else 'false'}, splits={splits}, chunk={chunk}"
+    return f"""graph @k({', '.join(decls)}) {{
+      %0, %1 = attention_split({', '.join(operands)}) {{{attrs}}} : {results}
+      return %0, %1
+    }}"""
+
+
+def decode_inputs(b, hq, hkv, sk, d, dtype, lengths=None, sq=1, seed=0):
+    """q [b, hq, sq, d] over a cache of sk keys; with ``lengths``, a bool length mask [b, 1, 1, sk]."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, hq, sq, d, generator=g).to(dtype)
+    k, v = (torch.randn(b, hkv, sk, d, generator=g).to(dtype) for _ in range(2))
+    if lengths is None:
+        return q, k, v, None
+    mask = torch.arange(sk)[None, None, None, :] < torch.tensor(lengths)[:, None, None, None]
+    return q, k, v, mask
+
+
+# (Sk, splits, chunk, causal, Sq): one key; ranges with no key at all (Sk < chunk); causal ranges
+# past the diagonal; a ragged last range.
+SPLITS = {"one_key": (1, 2, 16, False, 1), "empty_ranges": (7, 3, 16, False, 1), "causal_3q": (40, 3, 16, True, 3),
+          "ragged_300": (300, 3, 128, False, 1), "ragged_1030": (1030, 9, 128, False, 2)}
+
+
+@pytest.mark.parametrize("case", list(SPLITS))
+def test_split_kernel_matches_its_reference_per_key_range(case):
+    sk, splits, chunk, causal, sq = SPLITS[case]
+    q, k, v, mask = decode_inputs(2, 4, 2, sk, 32, torch.float32, lengths=[sk, max(sk // 3, 1)], sq=sq)
+    (acc, lse), ks, body = launch(split_ir(q, k, v, mask, 0.2, causal, splits, chunk), [q, k, v, mask])
+    want_acc, want_lse = run_reference(body, [q, k, v, mask])
+    assert ks.name == "fused_attention_split" and f"lo = split * {chunk}" in ks.source
+    torch.testing.assert_close(acc, want_acc, atol=1e-5, rtol=1e-5)
+    empty = torch.isneginf(want_lse)
+    # The second sequence's mask leaves its last ranges (or, causal, the first query's) no key.
+    assert empty.any() and torch.equal(torch.isneginf(lse), empty) and (acc[empty] == 0).all()
+    torch.testing.assert_close(lse[~empty], want_lse[~empty], atol=1e-4, rtol=0)
+
+
+def test_split_blocks_of_keys_never_straddle_two_ranges():
+    q, k, v, _ = decode_inputs(1, 2, 2, 300, 64, torch.float16)
+    ks = generate(verify(parse(split_ir(q, k, v, None, 0.1, False, 10, 32))))
+    template = TEMPLATES["attention"]
+    assert ks.launch == (1, 300, 2, 0, 10) and template.grid(ks.launch, {"BLOCK_M": 16, "BLOCK_N": 32}) == (1, 2, 10)
+    for interpret in (True, False):
+        assert template.fixed_config(ks, ks.launch, interpret)["BLOCK_N"] <= 32
+    assert all(template.clip(ks, c, ks.launch)["BLOCK_N"] <= 32 for c in template.space(ks, ks.launch, "max"))
+
+
+def compile_inference(fn, *inputs):
+    """``fn(*inputs)`` compiled by mlc (interpreter, strict) under no_grad, and the graphs it compiled."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        return mlc.mlc_backend(gm, example_inputs, options={"interpret": True, "strict": True},
+                               _on_compile=lambda imported, compiled: graphs.append(compiled.graph))
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(fn, backend=backend)(*inputs)
+    torch._dynamo.reset()
+    return got, graphs
+
+
+def sdpa_gqa(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+# (batch, Hq, Hkv, Sk, head dim, dtype, lengths of the bool mask or None): a length of 0 is a
+# fully masked row. Sk 1 and 7 are too short to split; 300 and 1030 end in a ragged range.
+DECODE = {
+    "sk1_f32": (1, 8, 2, 1, 64, torch.float32, [1]),
+    "sk7_f16": (2, 8, 2, 7, 128, torch.float16, [7, 3]),
+    "sk300_f32_masked_row": (2, 8, 2, 300, 64, torch.float32, [300, 0]),
+    "sk300_bf16_d128": (1, 8, 2, 300, 128, torch.bfloat16, None),
+    "sk1030_f16": (2, 8, 2, 1030, 64, torch.float16, [1030, 517]),
+    "sk1030_bf16_d128": (2, 8, 2, 1030, 128, torch.bfloat16, [1000, 129]),
+    "sk1030_f32_mha": (1, 8, 8, 1030, 128, torch.float32, [1030]),
+}
+
+
+@pytest.mark.parametrize("case", list(DECODE))
+def test_decode_attention_is_split_and_matches_eager_sdpa(case):
+    b, hq, hkv, sk, d, dtype, lengths = DECODE[case]
+    q, k, v, mask = decode_inputs(b, hq, hkv, sk, d, dtype, lengths)
+    got, graphs = compile_inference(sdpa_gqa, q, k, v, mask)
+    want = sdpa_gqa(q, k, v, mask)
+    assert got.dtype == dtype and rel_err(got, want) < TOL[dtype]
+    ops = {n.op for body in kernels(graphs) for n in body.nodes}
+    assert ("attention_split" in ops) == (sk >= 256) and ("attention" in ops) == (sk < 256)
+    if lengths is not None and 0 in lengths:  # a row with no key to attend to is 0, as eager's
+        assert got[lengths.index(0)].abs().max() == 0 and torch.isfinite(got).all()
+
+
+DECODE_IR = """graph @k(%q: f32[1,4,1,16], %k: f32[1,2,300,16], %v: f32[1,2,300,16], %m: b8[1,1,1,300]) {
+  %0, %1 = attention(%q, %k, %v, %m) {scale=0.25} : f32[1,4,1,16], f32[1,4,1]
+  return %0
+}"""
+
+
+def test_split_pass_writes_the_split_and_a_combine_and_fuse_makes_two_kernels():
+    got = run_on_text(DECODE_IR, split_attention)
+    FileCheck().check("attention_split(%q, %k, %v, %m) {scale=0.25, splits=3, chunk=128}") \
+        .check("amax(").check("exp(").check("sum(").check("div(").check_not("attention(").run(got)
+    fused = run_on_text(DECODE_IR, split_attention, fuse)
+    assert re.findall(r"kernel @(\w+)", fused) == ["fused_attention_split", "fused_amax_maximum_sub_exp_sum_mul_etc"]
+    graph = verify(parse(DECODE_IR))
+    notes = run_passes(graph, [split_attention], verify_each=True).notes
+    assert notes == ("fused: attention: 1 queries x 300 keys in 4 (batch, head) programs, fewer than the 132 SMs of "
+                     "an H100: split over 3 key ranges of 128 keys (flash-decoding, attention_split), combined by a "
+                     "reduction",)
+
+
+@pytest.mark.parametrize("edits, why", [
+    ([("f32[1,4,1,16]", "f32[1,4,17,16]"), ("f32[1,4,1]", "f32[1,4,17]")], "17 queries: more than one query block"),
+    ([("300", "255")], "255 keys: a short loop"),
+    ([("return %0", "return %0, %1")], "the log-sum-exp is a graph output, saved for a backward"),
+    ([("[1,4,1", "[33,4,1"), ("%k: f32[1,", "%k: f32[33,"), ("%v: f32[1,", "%v: f32[33,")],
+     "132 (batch, head) programs fill the GPU"),
+])
+def test_split_pass_leaves_attention_that_fills_the_gpu_or_feeds_a_backward(edits, why):
+    text = DECODE_IR
+    for old, new in edits:
+        text = text.replace(old, new)
+    graph = verify(parse(text))
+    assert split_attention(graph) is graph, why
+
+
+def test_split_combine_gives_the_log_sum_exp_where_it_is_read_and_empty_rows_as_unsplit():
+    text = DECODE_IR.replace("return %0", "%2 = exp(%1) : f32[1,4,1]\n  return %0, %2")
+    graph = verify(parse(text))
+    split = verify(split_attention(graph))
+    assert split.count("attention_split") == 1 and split.count("log") == 1
+    for length in (300, 129, 0):  # all keys, a ragged last range, no key: out 0 and exp(+inf)
+        q, k, v, mask = decode_inputs(1, 4, 2, 300, 16, torch.float32, [length])
+        want = run_reference(graph, [q, k, v, mask])
+        got = run_reference(split, [q, k, v, mask])
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_split_cost_reads_operands_once_and_the_combine_reads_the_partials():
+    q, k, v, mask = decode_inputs(2, 8, 2, 1030, 64, torch.float16, [1030, 7])
+    body = verify(parse(split_ir(q, k, v, mask, 0.125, False, 9, 128)))
+    nbytes, flops = region_cost(body, {})
+    assert flops == 4 * 2 * 8 * 1 * 1030 * 64
+    partials = 4 * (2 * 8 * 9 * 64 + 2 * 8 * 9)
+    assert nbytes == 2 * (q.numel() + k.numel() + v.numel()) + mask.numel() + partials
+    report = mlc.explain(sdpa_gqa, q, k, v, mask, interpret=True)
+    split, combine = [x for x in report.kernels if x.kind in ("attention", "reduction")]
+    assert split.name == "fused_where_attention_split" and split.grid == (1, 16, 9)
+    assert split.flops == flops + mask.numel()  # and the where(mask, 0, -inf) SDPA hands its flash kernel
+    assert combine.bytes == partials + 2 * q.numel()  # the partials in, the output out
+    assert report.accuracy.max_rel < TOL[torch.float16]
+    assert any("split over 9 key ranges of 128 keys (flash-decoding" in n for n in report.graphs[0].notes)
+
+
+def test_split_kernel_is_modeled_faster_than_the_unsplit_one_for_a_decode_step():
+    from mlc.cost import GPUS
+    q, k, v, mask = decode_inputs(1, 8, 2, 1030, 128, torch.float16, [1030])
+    split = split_ir(q, k, v, mask, 0.1, False, 9, 128)
+    unsplit = attention_ir("attention", q, k, v, mask, 0.1, False)
+    template, times = TEMPLATES["attention"], []
+    for text in (split, unsplit):
+        body = verify(parse(text))
+        ks = generate(body)
+        cfg = template.fixed_config(ks, ks.launch, interpret=False)
+        times.append(template.modeled_time(ks, body, cfg, ks.launch, *region_cost(body, {}), GPUS["H100"], 0, 0))
+    assert template.grid(ks.launch, {"BLOCK_M": 16}) == (1, 8) and times[0] < times[1] / 2

@@ -6,6 +6,10 @@ One op per kernel, each a loop over blocks that never writes the ``Sq x Sk`` sco
   a loop over key/value blocks computes ``qk``, the scale and mask, a running max and sum in
   fp32 (rescaling the accumulator when the max grows) and ``acc += p @ v``. The output is
   written once, with the log-sum-exp of each row for the backward.
+- ``attention_split`` (flash-decoding, ``passes/split_attention.py``): the same code, with a
+  third grid axis over ranges of ``chunk`` keys; each program loops over its range only and
+  stores its range's normalized output and log-sum-exp (-inf for a range with no key), which
+  a reduction kernel combines. A decode step's few (batch, head) programs then fill the GPU.
 - ``attention_grad_kv``: a program per (key block, batch x key/value head) holds its k and v
   tiles and loops over the query blocks of every query head that reads them (grouped-query
   heads need no atomics), recomputing ``p`` from the saved log-sum-exp:
@@ -30,8 +34,9 @@ the scores themselves as its last operand, ``f(attention_scores(q, k), ...)``: t
 emits f on each ``q @ kᵀ`` block (``attention_scores`` is that block), its other operands
 loaded under the block's bounds, in place of the scale and mask.
 
-Launch sizes: ``(Sq, Sk, programs along axis 1)``; ``params`` has the op, the head dims and
-the itemsize of the operands.
+Launch sizes: ``(Sq, Sk, programs along axis 1, 1 if they hold key blocks)`` and, for
+``attention_split``, the key ranges (programs along axis 2); ``params`` has the op, the head
+dims and the itemsize of the operands (and ``attention_split``'s chunk).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from ..compile import next_pow2
 from ..source import KernelSource
 from ..writer import TL_DTYPE, CodegenError, KernelWriter, kernel_name, kernel_symbols
 from .base import Template
+
 
 LOG2E = 1.4426950408889634  # the loop works in base 2 (tl.math.exp2), as tutorial 06 does
 LN2 = 0.6931471805599453
@@ -89,7 +95,7 @@ class _Gen:
     def __init__(self, body: Graph, node: Node, interpret: bool):
         self.body, self.node = body, node
         self.w = _AttentionWriter(body)
-        fwd = node.op == "attention"
+        fwd = node.op in ("attention", "attention_split")
         q, k, v = node.inputs[0:3] if fwd else node.inputs[1:4]
         rest = node.inputs[3:] if fwd else node.inputs[6:]
         self.q, self.k, self.v, self.mask = q, k, v, (rest[0] if rest else None)
@@ -244,8 +250,12 @@ class _Gen:
 
 
 def _forward(g: _Gen):
+    """``attention``, or ``attention_split``: the same code over one range of ``chunk`` keys,
+    the range ``tl.program_id(2)``, its output and log-sum-exp stored per range."""
     w = g.w
-    g.line("# -- which query block and which (batch, head) this program computes --")
+    chunk = g.node.attrs.get("chunk")  # attention_split
+    g.line("# -- which query block and which (batch, head) this program computes --" if chunk is None else
+           "# -- which query block, which (batch, head) and which range of keys this program computes --")
     g.line("start_m = tl.program_id(0)")
     g.head_offsets(kv_programs=False)
     g.line("offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)")
@@ -259,13 +269,20 @@ def _forward(g: _Gen):
     g.line("l_i = tl.full([BLOCK_M], 0, tl.float32)")
     g.line(f"acc = tl.full([BLOCK_M, {g.BDV}], 0, tl.float32)")
     g.line()
-    if g.causal:
-        g.line("# -- loop over key/value blocks; causal: none wholly above the diagonal --")
-        g.line("hi = tl.minimum(N_CTX_K, (start_m + 1) * BLOCK_M)")
+    causal = "; causal: none wholly above the diagonal" if g.causal else ""
+    if chunk is None:
+        g.line(f"# -- loop over key/value blocks{causal} --")
+        g.line("lo = 0")
+        g.line("hi = " + ("tl.minimum(N_CTX_K, (start_m + 1) * BLOCK_M)" if g.causal else "N_CTX_K"))
     else:
-        g.line("# -- loop over key/value blocks --")
-        g.line("hi = N_CTX_K")
-    g.line("for start_n in range(0, hi, BLOCK_N):")
+        # chunk is a multiple of BLOCK_N (the template's clip): no block straddles two ranges.
+        g.line(f"# -- loop over the key/value blocks of this program's {chunk} keys{causal} --")
+        g.line("split = tl.program_id(2)")
+        g.line(f"lo = split * {chunk}")
+        g.line(f"hi = tl.minimum(N_CTX_K, lo + {chunk})")
+        if g.causal:
+            g.line("hi = tl.minimum(hi, (start_m + 1) * BLOCK_M)")
+    g.line("for start_n in range(lo, hi, BLOCK_N):")
     w.indent += 1
     saved = g.reset_memo()
     g.line("offs_n = start_n + tl.arange(0, BLOCK_N)")
@@ -290,11 +307,13 @@ def _forward(g: _Gen):
     g.line("# -- epilogue: normalize, store the output and the log-sum-exp of each row --")
     g.line("l_safe = tl.where(l_i > 0, l_i, 1.0)")
     g.line("out = acc / l_safe[:, None]")
-    g.line(f"lse = tl.where(l_i > 0, m_i * {LN2} + tl.log(l_safe), float('inf'))")
+    # No key to attend to: +inf for the backward (its recomputed probabilities are 0), -inf for
+    # the combine of the ranges (the range weighs nothing).
+    g.line(f"lse = tl.where(l_i > 0, m_i * {LN2} + tl.log(l_safe), float('{'inf' if chunk is None else '-inf'}'))")
     g.line(f"o_mask = {g.dims_mask('offs_m[:, None]', 'N_CTX_Q', 'offs_dv[None, :]', g.BDV, g.Dv)}")
-    g.store({0: ("out", ["off_z", "off_h", "offs_m[:, None]", "offs_dv[None, :]"], "o_mask",
-                 (r"\boffs_m\b", r"\boffs_dv\b")),
-             1: ("lse", ["off_z", "off_h", "offs_m"], "offs_m < N_CTX_Q", (r"\boffs_m\b",))})
+    at = ["off_z", "off_h"] + ([] if chunk is None else ["split"])
+    g.store({0: ("out", at + ["offs_m[:, None]", "offs_dv[None, :]"], "o_mask", (r"\boffs_m\b", r"\boffs_dv\b")),
+             1: ("lse", at + ["offs_m"], "offs_m < N_CTX_Q", (r"\boffs_m\b",))})
 
 
 def _grad_kv(g: _Gen):
@@ -400,7 +419,8 @@ def _grad_q(g: _Gen):
                  (r"\boffs_m\b", r"\boffs_d\b"))})
 
 
-_WRITERS = {"attention": _forward, "attention_grad_kv": _grad_kv, "attention_grad_q": _grad_q}
+_WRITERS = {"attention": _forward, "attention_split": _forward, "attention_grad_kv": _grad_kv,
+            "attention_grad_q": _grad_q}
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) by operand itemsize, padded head dim and op: the
@@ -408,14 +428,25 @@ _WRITERS = {"attention": _forward, "attention_grad_kv": _grad_kv, "attention_gra
 # (causal, 256 x 256, no mask; mlc aot-check). Programs of attention_grad_kv hold a BLOCK_N
 # block of keys and loop over BLOCK_M queries; the others hold BLOCK_M queries. 16-bit tiles
 # need 8 warps from 128 rows on (4 warps spilled); fp32 ones, multiplied without tensor
-# cores, keep their products in registers and so get small tiles.
+# cores, keep their products in registers and so get small tiles. attention_split holds 16
+# queries (a decode step; its clip makes BLOCK_M 16) over ranges of 128 keys: 16-bit ranges
+# of head dim 64 or 128 take one 128-key block per program, 8 warps (80 and 128 registers, no
+# spills, sm_80 and sm_90: 1 query over 1030 masked keys; with 4 warps, 150-215 registers, and
+# 64-key blocks spilled at head dim 128 on sm_90); the others keep attention's tiles.
+_SPLIT_16BIT = (16, 128, 8, 3)
 GPU_CONFIGS = {
-    (2, 64): {"attention": (128, 64, 8, 3), "attention_grad_kv": (32, 128, 8, 3), "attention_grad_q": (128, 32, 8, 3)},
-    (2, 128): {"attention": (128, 32, 8, 3), "attention_grad_kv": (32, 64, 8, 3), "attention_grad_q": (128, 16, 8, 2)},
-    (2, 256): {"attention": (32, 32, 8, 2), "attention_grad_kv": (16, 32, 8, 2), "attention_grad_q": (32, 16, 8, 2)},
-    (4, 64): {"attention": (32, 32, 4, 2), "attention_grad_kv": (16, 64, 4, 2), "attention_grad_q": (32, 32, 4, 2)},
-    (4, 128): {"attention": (32, 32, 8, 2), "attention_grad_kv": (16, 32, 8, 2), "attention_grad_q": (32, 32, 8, 2)},
-    (4, 256): {"attention": (16, 16, 8, 2), "attention_grad_kv": (16, 16, 8, 2), "attention_grad_q": (16, 16, 8, 2)},
+    (2, 64): {"attention": (128, 64, 8, 3), "attention_grad_kv": (32, 128, 8, 3), "attention_grad_q": (128, 32, 8, 3),
+              "attention_split": _SPLIT_16BIT},
+    (2, 128): {"attention": (128, 32, 8, 3), "attention_grad_kv": (32, 64, 8, 3), "attention_grad_q": (128, 16, 8, 2),
+               "attention_split": _SPLIT_16BIT},
+    (2, 256): {"attention": (32, 32, 8, 2), "attention_grad_kv": (16, 32, 8, 2), "attention_grad_q": (32, 16, 8, 2),
+               "attention_split": (16, 32, 8, 2)},
+    (4, 64): {"attention": (32, 32, 4, 2), "attention_grad_kv": (16, 64, 4, 2), "attention_grad_q": (32, 32, 4, 2),
+              "attention_split": (16, 32, 4, 2)},
+    (4, 128): {"attention": (32, 32, 8, 2), "attention_grad_kv": (16, 32, 8, 2), "attention_grad_q": (32, 32, 8, 2),
+               "attention_split": (16, 32, 8, 2)},
+    (4, 256): {"attention": (16, 16, 8, 2), "attention_grad_kv": (16, 16, 8, 2), "attention_grad_q": (16, 16, 8, 2),
+               "attention_split": (16, 16, 8, 2)},
 }
 
 
@@ -449,14 +480,19 @@ class Attention(Template):
         programs = ix.product((g.B, g.Hkv if kv else g.H))
         params = {"op": node.op, "head_dim": g.D, "head_dim_v": g.Dv, "group": g.group, "causal": g.causal,
                   "itemsize": g.q.type.itemsize}
-        return KernelSource(name, self.name, source, args, sig, symbols, (g.Sq, g.Sk, programs, int(kv)),
+        launch = (g.Sq, g.Sk, programs, int(kv))
+        if node.op == "attention_split":
+            params["chunk"] = node.attrs["chunk"]
+            launch += (node.attrs["splits"],)
+        return KernelSource(name, self.name, source, args, sig, symbols, launch,
                             params=params, input_strided=g.w.input_strides())
 
-    # --- launching: launch sizes (Sq, Sk, programs along axis 1, 1 if programs hold key blocks) ---
+    # --- launching: launch sizes (Sq, Sk, programs along axis 1, 1 if programs hold key blocks,
+    # and for attention_split the key ranges, programs along axis 2) ---
 
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...]:
-        sq, sk, programs, kv = sizes
-        return (triton.cdiv(sk, meta["BLOCK_N"]) if kv else triton.cdiv(sq, meta["BLOCK_M"]), programs)
+        sq, sk, programs, kv, *splits = sizes
+        return (triton.cdiv(sk, meta["BLOCK_N"]) if kv else triton.cdiv(sq, meta["BLOCK_M"]), programs, *splits)
 
     def size_args(self, sizes: tuple) -> list[int]:
         return list(sizes[:2])
@@ -464,9 +500,8 @@ class Attention(Template):
     def fixed_config(self, ks: KernelSource, sizes: tuple, interpret: bool) -> dict:
         """Blocks without tuning. The interpreter: a block per sequence up to 128 (each program
         and each loop step costs Python). A GPU: ``GPU_CONFIGS``."""
-        sq, sk = sizes[:2]
         if interpret:
-            return {"BLOCK_M": _block(sq, 128), "BLOCK_N": _block(sk, 128), "num_warps": 4, "num_stages": 1}
+            return self.clip(ks, {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 1}, sizes)
         width = next(w for w in (64, 128, 256) if max(_padded(ks)) <= w)
         m, n, warps, stages = GPU_CONFIGS[min(ks.params["itemsize"], 4), width][ks.params["op"]]
         return self.clip(ks, {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}, sizes)
@@ -486,10 +521,13 @@ class Attention(Template):
         return [{"BLOCK_M": m, "BLOCK_N": n, "num_warps": w, "num_stages": s} for m, n, w, s in tiles]
 
     def clip(self, ks: KernelSource, cfg: dict, sizes: tuple) -> dict:
-        return {**cfg, "BLOCK_M": _block(sizes[0], cfg["BLOCK_M"]), "BLOCK_N": _block(sizes[1], cfg["BLOCK_N"])}
+        n = _block(sizes[1], cfg["BLOCK_N"])
+        if "chunk" in ks.params:  # a block of keys never straddles two ranges: BLOCK_N divides the chunk
+            n = min(n, ks.params["chunk"] & -ks.params["chunk"])
+        return {**cfg, "BLOCK_M": _block(sizes[0], cfg["BLOCK_M"]), "BLOCK_N": n}
 
     def registers(self, ks: KernelSource, cfg: dict) -> tuple[int, str]:
-        m, n, d, dv, op = cfg["BLOCK_M"], cfg["BLOCK_N"], *_padded(ks), ks.params["op"]
+        m, n, d, dv, op = cfg["BLOCK_M"], cfg["BLOCK_N"], *_padded(ks), _row(ks)
         if op == "attention":
             elements = m * dv + 2 * m * n + m * d  # acc, qk and p, the query tile
         elif op == "attention_grad_kv":
@@ -508,10 +546,12 @@ class Attention(Template):
 
     def modeled_time(self, ks: KernelSource, body: Graph, cfg: dict, sizes: tuple, nbytes: float, flops: float,
                      gpu: GPU, registers: int, shared: int) -> float:
-        sq, sk, programs, kv = sizes
+        sq, sk, programs, kv, *splits = sizes
         m, n, d, dv = cfg["BLOCK_M"], cfg["BLOCK_N"], *_padded(ks)
         p, isz = ks.params, ks.params["itemsize"]
         held, looped = (sk, sq) if kv else (sq, sk)
+        if splits:  # attention_split: each (query block, head) is `splits` programs of a chunk of keys each
+            programs, looped = programs * splits[0], min(sk, p["chunk"])
         held_block, looped_block = (n, m) if kv else (m, n)
         blocks = math.ceil(held / held_block)
         visited = 0.5 if p["causal"] else 1.0  # of the looped blocks, per program
@@ -532,6 +572,11 @@ class Attention(Template):
 def _block(n: int, most: int) -> int:
     """A block of at most ``most`` (and at least 16, for ``tl.dot``) covering ``n`` if it can."""
     return max(16, min(most, next_pow2(n)))
+
+
+def _row(ks: KernelSource) -> str:
+    """The op whose GPU config and register estimate a kernel takes (attention_split: attention's)."""
+    return "attention" if ks.params["op"] == "attention_split" else ks.params["op"]
 
 
 def _padded(ks: KernelSource) -> tuple[int, int]:
