@@ -93,6 +93,7 @@ class KernelWriter:
         self.memo: dict = {}
         self.dtypes: dict[str, torch.dtype] = {}
         self.scalars: set[str] = set()  # variables holding one value, not a block (see is_scalar)
+        self.scalar_tiles: set[str] = set()  # tile indices a template set to 0 (a size-1 dim): one value
         self.exact: dict[str, torch.dtype] = {}  # fp32 variables holding a value of this fp16/bf16 type exactly
         self.helpers: set[str] = set()
         self.users = body.users()
@@ -118,7 +119,8 @@ class KernelWriter:
 
     def is_scalar(self, expr: str) -> bool:
         """Is ``expr`` one value rather than a block: does it use no tile index, mask or block var?"""
-        return not any(n in self.tile_names or _TILE_DIM.fullmatch(n) or (n in self.dtypes and n not in self.scalars)
+        return not any((n in self.tile_names or _TILE_DIM.fullmatch(n)) and n not in self.scalar_tiles
+                       or (n in self.dtypes and n not in self.scalars)
                        for n in re.findall(r"[A-Za-z_]\w*", expr))
 
     def convert(self, v: str, dtype: torch.dtype) -> str:
@@ -254,6 +256,10 @@ class KernelWriter:
             end = parts[k + 1][0] if k + 1 < len(parts) else None
             conds = ([f"({idx[dim]} >= {ix.size(begin)})"] if begin != 0 else []) + \
                     ([f"({idx[dim]} < {ix.size(end)})"] if end is not None else [])
+            if self.is_scalar(idx[dim]):
+                # One value (a size-1 dim's index is the int 0): as a block, or the load's mask
+                # would mix a Python bool into it (the interpreter refuses that mask's dtype).
+                conds = [f"((({self.mask}) * 0 + {c}) != 0)" for c in conds]
             self.cond.extend(conds)
             sub = list(idx)
             sub[dim] = idx[dim] if begin == 0 else f"({idx[dim]} - {ix.size(begin)})"

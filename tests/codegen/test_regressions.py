@@ -209,3 +209,29 @@ def test_ops_of_constants_only_compute_on_a_block():
       %6 = add(%x, %5) : f32[3,7]
       return %2, %6
     }""")
+
+
+def test_a_load_indexed_only_by_a_size_1_dims_tile_index_is_one_element():
+    # x0 = 0 (a kept dim of size 1) read as a block index: the load's pointer was one element
+    # while its mask was a block ("Mask argument cannot be block type if pointer argument is not
+    # a block"); fuzz seeds 5097, 5230. The reduction template marks such indices scalar_tiles.
+    check("""graph @k(%x: f32[16,1]) {
+      %0 = full {shape=[16, 1], value=0, dtype=i64} : i64[16,1]
+      %1 = gather(%x, %0) {dim=0} : f32[16,1]
+      %2 = amin(%1) {dims=[0]} : f32[1]
+      return %2
+    }""")
+
+
+def test_a_cat_over_a_size_1_dim_keeps_its_load_masks_blocks():
+    # cat's branch conditions on the int index 0 were Python bools and'ed into a block mask
+    # ("mask has unsupported dtype"); fuzz seeds 3772, 5186. They are now written as blocks.
+    check("""graph @k(%x: f32[16,1,17]) {
+      %0 = cat(%x, %x) {dim=1} : f32[16,2,17]
+      %1 = view(%0) {shape=[16, 2, 17, 1]} : f32[16,2,17,1]
+      %2 = cat(%1, %1) {dim=3} : f32[16,2,17,2]
+      %3 = slice(%2) {dim=3, step=2} : f32[16,2,17,1]
+      %4 = copy(%3) : f32[16,2,17,1]
+      %5 = var(%4) {dims=[-2], keepdim=true} : f32[16,2,1,1]
+      return %5
+    }""")

@@ -169,6 +169,8 @@ class _ReductionWriter(KernelWriter):
     def _unravel_r(self):
         for k, e in zip(self.D, ix.unravel("rindex", [self.F[k] for k in self.D])):
             self.line(f"r{k} = {e}")
+            if e == "0":
+                self.scalar_tiles.add(f"r{k}")
 
 
 def _generate(body: Graph, reductions: list[Node], persistent_limit: int) -> KernelSource:
@@ -197,6 +199,8 @@ def _generate(body: Graph, reductions: list[Node], persistent_limit: int) -> Ker
     w.line("xmask = xindex < xnumel")
     for k, e in zip(w.K, ix.unravel("xindex", [F[k] for k in w.K])):
         w.line(f"x{k} = {e}")
+        if e == "0":  # a kept dim of size 1: an int, so a load indexed by it alone is one element
+            w.scalar_tiles.add(f"x{k}")
     if persistent:
         w.line("rindex = tl.arange(0, RBLOCK)[None, :]")
         w.line("rmask = rindex < rnumel")
