@@ -102,6 +102,22 @@ def test_a_buffer_read_after_its_write_is_not_written_in_place(compiled_graphs):
     torch.testing.assert_close(buf, eager_buf)
 
 
+def test_a_buffer_written_from_a_transposed_read_of_itself_is_not_stored_over(compiled_graphs):
+    def f(buf):
+        buf.copy_((buf * 2 + 1).t())  # each element reads another's old value
+        return buf.abs()
+
+    # 512 x 512: several programs in the interpreter, so a kernel storing over its input would
+    # let the later ones read elements the earlier ones already wrote.
+    buf = torch.arange(512 * 512, dtype=torch.float32).reshape(512, 512) / 1000
+    eager_buf = buf.clone()
+    want = f(eager_buf)
+    torch.testing.assert_close(torch.compile(f, backend="mlc")(buf), want)
+    torch.testing.assert_close(buf, eager_buf)
+    launches = [x for g in compiled_graphs for x in g.plan.launches if x is not None]
+    assert launches and not any(x.in_place for x in launches)
+
+
 def test_functional_index_put_leaves_its_input_alone(compiled_graphs):
     def f(buf, i, v):
         return torch.index_copy(buf, 1, i, v) + buf

@@ -60,16 +60,29 @@ class Pointwise(Template):
 
 
 def in_place_targets(body: Graph) -> list[list[int]]:
-    """Per output, the inputs it could be stored over: those of its shape and dtype that the
-    kernel reads only elementwise (pointwise ops only, no view or gather of them), so each lane
-    reads the element it writes before writing it. An optimizer's update of a parameter is such
-    an output; the plan decides whether it may (``Plan.write_in_place``)."""
+    """Per output, the inputs it could be stored over: those of its shape and dtype whose values
+    reach the outputs through pointwise ops only (no view, gather or cat anywhere after them), so
+    that each lane reads exactly the element it writes, before writing it. A value that passes a
+    permute on its way would be read at another lane's element, which that lane may have
+    overwritten already. An optimizer's update of a parameter is such an output; the plan decides
+    whether it may (``Plan.write_in_place``)."""
     users = body.users()
-    elementwise = [j for j, node in enumerate(body.inputs)
-                   if users[node] and all(OPS[u.op].category is Category.POINTWISE for u in users[node])]
-    return [[j for j in elementwise if isinstance(body.inputs[j].types[0], TensorType)
-             and body.inputs[j].types[0].shape == v.type.shape and body.inputs[j].types[0].dtype == v.type.dtype]
-            for v in body.outputs]
+
+    def elementwise(node) -> bool:
+        seen, stack = set(), list(users[node])
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            if OPS[n.op].category is not Category.POINTWISE:
+                return False
+            seen.add(n)
+            stack.extend(users[n])
+        return bool(seen)
+
+    readable = [j for j, node in enumerate(body.inputs) if isinstance(node.types[0], TensorType) and elementwise(node)]
+    return [[j for j in readable if body.inputs[j].types[0].shape == v.type.shape
+             and body.inputs[j].types[0].dtype == v.type.dtype] for v in body.outputs]
 
 
 def store_value(w: KernelWriter, val: str, t: TensorType) -> str:
