@@ -42,7 +42,8 @@ CODEGEN_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "argmax", "argmin", 
 CODEGEN_OPS = set(TRITON_EXPR) | {"gelu", "clamp", "convert", "div", "pow", "full", "arange", "view", "permute",
                                   "expand", "slice", "select", "copy", "embedding", "gather", "index_select",
                                   "index", "cat", "mm", "bmm"} | CODEGEN_REDUCTIONS | \
-    {"attention", "attention_split", "attention_grad_kv", "attention_grad_q"} | {"index_copy"}  # attention.py, scatter.py
+    {"attention", "attention_split", "attention_grad_kv", "attention_grad_q",  # templates/attention.py
+     "index_copy"}  # templates/scatter.py
 
 
 def without_triton_code(graph: Graph) -> list[str]:

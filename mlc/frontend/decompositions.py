@@ -48,7 +48,7 @@ def _foreach_decomposition(op: torch._ops.OpOverload):
     fn = fn or getattr(torch, name, None)
     args = op._schema.arguments
     per_tensor = [k for k, a in enumerate(args) if str(a.type) in ("List[Tensor]", "List[number]", "List[Scalar]")]
-    if fn is None or name in _FOREACH_SKIP or not per_tensor or op._schema.returns[0].type.__str__() != "List[Tensor]":
+    if fn is None or name in _FOREACH_SKIP or not per_tensor or str(op._schema.returns[0].type) != "List[Tensor]":
         return None
     tensor_scalars = name in ("addcmul", "addcdiv") and op._overloadname == "Tensor"
 

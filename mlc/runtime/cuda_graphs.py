@@ -34,6 +34,7 @@ class CUDAGraphPlan:
         self.plan = plan
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list, list]] = {}
         self.failed: str | None = None  # why recording failed: the plan then runs as it is
+        self.own: set[int] | None = None  # the inputs written in place (known once the plan is complete)
 
     def _in_place(self) -> set[int]:
         """Positions of the inputs some kernel writes in place."""
@@ -50,7 +51,9 @@ class CUDAGraphPlan:
     def __call__(self, args: Sequence[Any]) -> list[Any]:
         if self.failed is not None:
             return self.plan(args)
-        own = self._in_place()
+        if self.own is None:  # after Plan.write_in_place, which runs once the compile is done
+            self.own = self._in_place()
+        own = self.own
         key = self._key(args, own)
         entry = self.graphs.get(key)
         if entry is None:

@@ -201,21 +201,12 @@ class KernelLaunch:
         at = self.shapes.get(tuple([env[s] for s in self.symbols]) if self.symbols else ())
         if at is None:
             at = self.at(env, inputs, self.device)
-        if at.on_cpu:
-            outs = [_empty_strided_cpu(shape, strides, dtype) for shape, strides, dtype in at.outs]
-        else:
-            outs = _allocate(at)
+        outs = _allocate(at)
         if self.targets is not None:
             self._start_from(inputs, outs)
         if at.empty:
             return outs
-        if at.aten or self.interpret:
-            return self._run(inputs, outs, env, at)
-        if self.stride_dims:
-            self.fn.run(*inputs, *outs, *at.scalars, *[inputs[k].stride(d) for k, d in self.stride_dims], **at.kwargs)
-        else:
-            self.fn.run(*inputs, *outs, *at.scalars, **at.kwargs)  # what ``fn[grid](...)`` calls, without its proxy
-        return outs
+        return self._run(inputs, outs, env, at)
 
     def _start_from(self, inputs, outs: list[torch.Tensor]):
         for k, j in enumerate(self.targets):

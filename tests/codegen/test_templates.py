@@ -210,3 +210,15 @@ def test_unsupported_op_is_a_codegen_error():
           %0 = atan2(%x, %y) : f32[4]
           return %0
         }""")))
+
+
+def test_pow_of_a_positive_constant_base_to_a_computed_exponent():
+    # Adam's bias correction, beta ** step: written as exp2(step * log2(beta)), within a few ulps.
+    source = check("""graph @k(%step: f32[5], %x: f16[5]) {
+      %0 = full {shape=[], value=0.9, dtype=f32} : f32[]
+      %1 = pow(%0, %step) : f32[5]
+      %2 = convert(%x) {dtype=f32} : f32[5]
+      %3 = mul(%1, %2) : f32[5]
+      return %3
+    }""", tol=dict(atol=1e-6, rtol=1e-5))
+    assert "tl.exp2(" in source.source
