@@ -215,7 +215,10 @@ def overhead(backends: list[str], calls: int = 2000, rounds: int = 15) -> dict:
         fns[name] = torch.compile(_overhead_fn(), backend=backend, dynamic=dynamic)
     for name, fn in fns.items():  # compile, and check before any launch is stubbed
         torch.testing.assert_close(fn(x, b), want, msg=lambda m, name=name: f"overhead row, {name}: {m}")
-    undo = [] if CUDA else _stub_launches([k for c in seen if c.plan is not None for k in c.plan.launches])
+    plans = [c.plan for c in seen if c.plan is not None]
+    undo = [] if CUDA else _stub_launches([k for p in plans for k in p.launches])
+    for p in plans:  # a plan's straight-line call binds its launches: written again with the stubs
+        p.straighten()
     try:
         times = {name: [] for name in fns}
         for name, fn in fns.items():
@@ -233,6 +236,8 @@ def overhead(backends: list[str], calls: int = 2000, rounds: int = 15) -> dict:
         for launch, interpret in undo:
             del launch.fn.run
             launch.interpret = interpret
+        for p in plans:
+            p.straighten()
     return {"us": {name: min(t) for name, t in times.items()},
             "median_us": {name: statistics.median(t) for name, t in times.items()},
             "numel": OVERHEAD_NUMEL, "calls": calls, "stubbed": not CUDA, "notes": notes}

@@ -4,6 +4,12 @@ Built once per compiled graph: each node becomes one step that reads and writes 
 Kernel steps allocate their outputs and launch; views are made with torch (no copies);
 matmuls, fallbacks and the rest call their torch implementation. Per call, Python only
 walks the step list.
+
+A graph of static shapes goes one step further once its first call has decided every launch:
+the plan writes itself out as one generated Python function (``straight_line``), a line per
+step with its allocations, arguments and launch options bound as constants. Later calls run
+that function: no step list, no slot list, no per-kernel lookups (what Inductor's generated
+``call`` does too).
 """
 
 from __future__ import annotations
@@ -302,6 +308,9 @@ class Plan:
         for node in graph.inputs:
             slot[node.out] = len(slot)
         self.steps: list[Callable[[list, dict], None]] = []
+        # Per step, what it does, for the straight-line call: ("kernel", launch index, ins, outs)
+        # or ("call", torch function with its attributes bound, ins, outs); None: no straight line.
+        self.ops: list[tuple | None] = []
         self.launches: list[KernelLaunch | None] = []
         self.kernel_nodes: list[tuple[Node, list[int]]] = []  # per launch: its node and input slots
         self.constants: list[tuple[int, Any]] = []
@@ -335,6 +344,9 @@ class Plan:
         for o, c in self.constants:
             self._slots[o] = c
         self._program = list(zip(self.steps, self.free_after))
+        # What a call runs: the step list (``run_steps``), until ``straight_line`` replaces it.
+        self.call: Callable[[Sequence[Any]], list[Any]] = self.run_steps
+        self.source: str | None = None  # the straight-line call's Python source, once written
 
     def _kernel_step(self, node: Node, ins: list[int], outs: list[int], interpret: bool):
         """The step of a kernel node: its launch, behind the safety net.
@@ -368,14 +380,22 @@ class Plan:
                 try:
                     results = launch(args, env)
                 except Exception as e:  # noqa: BLE001 - the safety net: a kernel that fails to launch
-                    if self.strict:
-                        raise
-                    self._fail(index, body.name, "failed to launch", e)
-                    results = run_reference(body, args, env)
+                    results = self._fall_back(index, e, args, env)
             for o, r in zip(outs, results):
                 values[o] = r
 
+        self.ops.append(("kernel", index, ins, outs))
         return kernel_step
+
+    def _fall_back(self, index: int, error: Exception, args, env: dict) -> list:
+        """A kernel's launch raised: unless ``strict``, warn, run its region through the reference
+        executor now and at every later call (the step list again: ``failures`` holds it)."""
+        if self.strict:
+            raise error
+        body: Graph = self.kernel_nodes[index][0].attrs["body"]
+        self._fail(index, body.name, "failed to launch", error)
+        self.call = self.run_steps
+        return run_reference(body, list(args), env)
 
     def _fail(self, index: int, name: str, what: str, error: Exception):
         message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
@@ -399,6 +419,7 @@ class Plan:
                 values[o] = int(f(*(env[s] for s in syms))[0])
 
             self.steps.append(sym_step)
+            self.ops.append(None)
             return
         if node.op == "kernel":
             self.steps.append(self._kernel_step(node, ins, outs, interpret))
@@ -425,6 +446,7 @@ class Plan:
                     values[o] = x
 
         self.steps.append(call_step)
+        self.ops.append(None if dynamic else ("call", functools.partial(ref, **static), ins, outs))
 
     def write_in_place(self, writable: dict[int, int]):
         """Let kernels write graph inputs in place: ``writable`` maps an input's position
@@ -465,8 +487,14 @@ class Plan:
                         break
             if allowed or launch.targets is not None:
                 launch.targets, launch.in_place = targets, frozenset(allowed)
+        if self.source is not None:  # a straight-line call written before: write it again
+            self.straighten()
 
     def __call__(self, args: Sequence[Any]) -> list[Any]:
+        return self.call(args)
+
+    def run_steps(self, args: Sequence[Any]) -> list[Any]:
+        """One call, step by step (every call of a graph with size symbols; the first of others)."""
         values = self._slots.copy()
         values[:self.n_inputs] = args
         env = {s: (args[k] if d is None else args[k].shape[d]) for s, k, d in self.getters} if self.getters else {}
@@ -474,4 +502,72 @@ class Plan:
             step(values, env)
             for s in free:
                 values[s] = None
+        if self.source is None and not self.getters and self.call == self.run_steps:
+            self.straighten()
         return [values[o] for o in self.out_slots]
+
+    def straighten(self):
+        """Replace the step list by the straight-line call when that is possible: static shapes,
+        every launch decided (``KernelLaunch.shapes``) and none failed. Also what to call after
+        changing a launch (its ``fn`` or ``interpret``): the call is written again from them."""
+        if self.getters or self.failures or None in self.ops or any(
+                launch is None or () not in launch.shapes for launch in self.launches):
+            self.call, self.source = self.run_steps, None
+            return
+        self.source, scope = straight_line(self)
+        exec(compile(self.source, f"<mlc plan {self.graph.name}>", "exec"), scope)  # noqa: S102 - our own code
+        self.call = scope["call"]
+
+
+def straight_line(plan: Plan) -> tuple[str, dict]:
+    """The Python source of ``plan``'s call at its one shape, and the names it uses.
+
+    Slot ``k`` is the local ``sk``; a kernel's launch is written out (allocations, the arguments
+    in order, its launch options as one bound dict) unless it starts from or writes an input, is
+    empty, or runs through ATen: then its ``KernelLaunch`` runs it. Every launch keeps the safety
+    net: an exception runs its region through the reference executor (``Plan._fall_back``).
+    """
+    scope: dict[str, Any] = {"_interpret": _interpret, "_empty_cpu": _empty_strided_cpu, "_empty": torch.empty_strided}
+    for o, c in plan.constants:
+        scope[f"s{o}"] = c
+    names = lambda slots: ", ".join(f"s{k}" for k in slots)  # noqa: E731
+    unpack = lambda slots: names(slots) + ("," if len(slots) == 1 else "")  # noqa: E731
+    lines = ["def call(args):"]
+    if plan.n_inputs:
+        lines.append(f"    {unpack(range(plan.n_inputs))} = args")
+    constant = {o for o, _ in plan.constants}
+    for i, ((kind, what, ins, outs), free) in enumerate(zip(plan.ops, plan.free_after)):
+        if kind == "call":
+            scope[f"f{i}"] = what
+            if len(outs) == 1:
+                lines.append(f"    s{outs[0]} = f{i}({names(ins)})")
+            else:
+                lines.append(f"    {unpack(outs)} = f{i}({names(ins)})[:{len(outs)}]")
+        else:
+            launch: KernelLaunch = plan.launches[what]
+            at = launch.shapes[()]
+            scope[f"fail{i}"] = functools.partial(plan._fall_back, what)
+            lines.append("    try:")
+            if launch.targets is not None or at.empty or at.aten:
+                scope[f"k{i}"] = launch
+                lines.append(f"        {unpack(outs)} = k{i}(({unpack(ins)}), {{}})")
+            else:
+                for o, (shape, strides, dtype) in zip(outs, at.outs):
+                    scope[f"o{o}"] = (shape, strides, dtype)
+                    alloc = "_empty_cpu(*o{0})" if at.on_cpu else "_empty(*o{0}[:2], dtype=o{0}[2], device=device{0})"
+                    scope[f"device{o}"] = at.device
+                    lines.append(f"        s{o} = " + alloc.format(o))
+                args = [f"s{k}" for k in (*ins, *outs)] + [repr(int(x)) for x in at.scalars]
+                args += [f"s{ins[k]}.stride({d})" for k, d in launch.stride_dims]
+                scope[f"fn{i}"], scope[f"kw{i}"] = launch.fn, at.kwargs
+                if launch.interpret:
+                    lines.append(f"        _interpret(fn{i}, ({', '.join(args)},), kw{i})")
+                else:
+                    lines.append(f"        fn{i}.run({', '.join(args)}, **kw{i})")
+            lines.append("    except Exception as e:  # the safety net (Plan._fall_back)")
+            lines.append(f"        {unpack(outs)} = fail{i}(e, ({unpack(ins)}), {{}})")
+        dropped = [k for k in free if k not in constant]
+        if dropped:
+            lines.append(f"    del {names(dropped)}")
+    lines.append(f"    return [{names(plan.out_slots)}]")
+    return "\n".join(lines) + "\n", scope

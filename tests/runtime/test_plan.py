@@ -103,3 +103,52 @@ def test_a_launch_failing_at_a_new_shape_still_falls_back(monkeypatch):
         torch.testing.assert_close(compiled(x2, b2), f(x2, b2))
     assert p.failures and len(seen) == 1
     torch.testing.assert_close(compiled(x, b), f(x, b))  # the reference executor from then on
+
+
+def test_static_shapes_run_one_straight_line_call_after_the_first():
+    compiled, seen = compiled_with_plans(f)
+    x, b = torch.randn(16), torch.randn(16)
+    torch.testing.assert_close(compiled(x, b), f(x, b))
+    p = seen[-1].plan
+    assert p.source is not None and p.call != p.run_steps
+    # one line allocates the output, one launches with the size argument bound
+    assert "_empty_cpu(*o2)" in p.source and "(s0, s1, s2, 16," in p.source
+    x2, b2 = torch.randn(16), torch.randn(16)
+    torch.testing.assert_close(compiled(x2, b2), f(x2, b2))
+
+
+def test_dynamic_shapes_keep_the_step_list():
+    compiled, seen = compiled_with_plans(f, dynamic=True)
+    for n in (16, 24):
+        x, b = torch.randn(n), torch.randn(n)
+        torch.testing.assert_close(compiled(x, b), f(x, b))
+    p = seen[-1].plan
+    assert p.source is None and p.call == p.run_steps
+
+
+def test_views_and_several_kernels_in_the_straight_line_call():
+    def g(x, w):
+        h = torch.relu(x @ w)
+        return h.t().contiguous().sum(0), h.reshape(-1)[:5]
+
+    compiled, seen = compiled_with_plans(g)
+    x, w = torch.randn(6, 8), torch.randn(8, 4)
+    for _ in range(2):
+        for got, want in zip(compiled(x, w), g(x, w)):
+            torch.testing.assert_close(got, want)
+    assert seen[-1].plan.source is not None
+
+
+def test_a_launch_failing_in_the_straight_line_call_falls_back_once(monkeypatch):
+    compiled, seen = compiled_with_plans(f)
+    x, b = torch.randn(16), torch.randn(16)
+    compiled(x, b)
+    p = seen[-1].plan
+    p.strict = False
+    (launch,) = p.launches
+    monkeypatch.setattr(launch.fn, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("planted launch bug")))
+    p.straighten()  # written again with the planted kernel
+    with pytest.warns(UserWarning, match="failed to launch"):
+        torch.testing.assert_close(compiled(x, b), f(x, b))
+    assert p.failures and p.call == p.run_steps
+    torch.testing.assert_close(compiled(x, b), f(x, b))  # the reference executor from then on
