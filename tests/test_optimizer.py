@@ -58,6 +58,8 @@ def test_adamw_foreach_step_launches_fewer_kernels_than_eager():
     report = mlc.explain(opt.step)
     (graph,) = report.graphs
     launches = len(graph.cost.items)
-    # two kernels per parameter (its step count, then its whole update) against eager's 11 calls
-    assert launches == 2 * len(list(model.parameters())) < len(report.eager.items)
+    # one kernel for every parameter's step count, one per shape of parameter for the updates
+    # (fusion merges same-shaped independent work), against eager's 11 calls
+    shapes = {p.shape for p in model.parameters()}
+    assert launches == 1 + len(shapes) < len(report.eager.items)
     assert graph.cost.bytes < report.eager.bytes

@@ -4,7 +4,9 @@ Vertical: walking the graph in order, each kernel-able node joins the regions of
 producers (all of them at once if that is legal, else the first that is). A reduction
 thereby absorbs its pointwise producers and its consumers, so softmax or layer_norm is one
 region. Horizontal: regions that read the same input and have no path between them merge
-when they iterate over the same space (sibling pointwise ops, reductions over the same rows).
+when they iterate over the same space (sibling pointwise ops, reductions over the same rows),
+and pointwise regions with no path between them merge when their results have one shape (a
+foreach optimizer step's per-parameter updates: one kernel per group of same-shaped parameters).
 
 Views and constants (``full``, ``arange``) are never members of a region: each kernel that
 reads one inlines its own copy (a view is index arithmetic, a constant a literal), so one
@@ -274,6 +276,7 @@ def fuse(graph: Graph, strict: bool = STRICT.default) -> Graph:
             if refusal is not None or not r.try_merge([], [node]):
                 r.notes.append(f"not a kernel: {node.op}: {refusal[1] if refusal else _NO_FUEL}")
     _fuse_siblings(r)
+    _fuse_independent(r)
     for i in [i for i, ms in r.members.items() if _only_matmuls(ms) and not r.body(ms)[0].count("convert")]:
         # A matmul with nothing to fuse runs as ATen (cuBLAS on a GPU), not as the template.
         # (One that casts an operand as it loads it is the template: ATen would need the cast
@@ -328,6 +331,29 @@ def _fuse_siblings(r: _Regions):
                     break
             if changed:
                 break
+
+
+def _fuse_independent(r: _Regions):
+    """Merge pointwise regions with no path between them that write same-shaped results.
+
+    What a foreach optimizer step decomposes to, one update per parameter, each reading only
+    its own tensors, becomes one kernel per group of same-shaped parameters (as many as
+    ``BUDGET`` lets one kernel hold), and the per-parameter step counters one kernel. The
+    bytes are the same; the launches are fewer. Regions are taken in graph order and a group
+    grows while the next region can join it (no cycle, within budget); one that cannot starts
+    the next group.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, ms in r.members.items():
+        if all(OPS[n.op].category is Category.POINTWISE for n in ms):
+            shapes = {(v.type.shape, v.type.device) for v in r.outs(ms) if isinstance(v.type, TensorType)}
+            if len(shapes) == 1:
+                groups.setdefault(shapes.pop(), []).append(i)
+    for ids in groups.values():
+        group = ids[0]
+        for i in ids[1:]:
+            if r.why_not(r.members[group] + r.members[i]) is not None or not r.try_merge([group, i], []):
+                group = i
 
 
 def _build(graph: Graph, r: _Regions) -> Graph:

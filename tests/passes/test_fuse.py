@@ -103,6 +103,23 @@ def test_siblings_reading_one_input_share_a_kernel():
     assert [str(t) for t in k.types] == ["f32[16,32]", "f32[16,32]", "f32[16]", "f32[16]"]
 
 
+def test_independent_same_shaped_pointwise_regions_share_a_kernel():
+    # updates that read nothing in common (a foreach step's per-parameter work): one kernel
+    # for the two [8,4] results, another for the [4] one
+    g = fused("""
+        graph @updates(%p: f32[8,4], %g: f32[8,4], %q: f32[8,4], %h: f32[8,4], %b: f32[4], %c: f32[4]) {
+          %lr = full {shape=[], value=0.1, dtype=f32} : f32[]
+          %0 = mul(%g, %lr) : f32[8,4]
+          %1 = sub(%p, %0) : f32[8,4]
+          %2 = mul(%h, %lr) : f32[8,4]
+          %3 = sub(%q, %2) : f32[8,4]
+          %4 = mul(%c, %lr) : f32[4]
+          %5 = sub(%b, %4) : f32[4]
+          return %1, %3, %5
+        }""")
+    assert [[str(t) for t in n.types] for n in g.nodes if n.op == "kernel"] == [["f32[8,4]", "f32[8,4]"], ["f32[4]"]]
+
+
 def test_not_fused_reasons_are_recorded():
     g = fused("""
         graph @f(%x: f32[16,32], %w: f32[32,8]) {
