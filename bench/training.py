@@ -3,9 +3,9 @@
     python bench/training.py                       # the zoo at its quick sizes, fp32
     python bench/training.py --models mlp,llama_block --precision bf16
 
-Per model and backend: the activations saved for the backward (bytes of every tensor autograd
-saves that is not a parameter, counted with ``torch.autograd.graph.saved_tensors_hooks``: the
-same counting for all three), and launches and bytes of the whole step. eager and mlc are
+Per model and backend: the activations saved for the backward (bytes of the distinct storages
+of the tensors autograd saves, parameters excluded, counted with
+``torch.autograd.graph.saved_tensors_hooks``: the same counting for all three), and launches and bytes of the whole step. eager and mlc are
 modeled by ``mlc.cost`` (eager: one launch per non-view ATen op, forward and backward; mlc:
 its compiled forward and backward graphs); Inductor is counted while its CPU code runs, as in
 bench/run.py (C++ kernels + ATen calls). Gradients are checked against eager. Writes
@@ -40,13 +40,18 @@ def _loss(out) -> torch.Tensor:
 
 
 def step(fn, inputs, params) -> tuple[int, list]:
-    """Saved activation bytes of one forward, then the backward; returns them and the grads."""
-    ptrs = {p.data_ptr() for p in params}
-    saved = []
+    """Saved activation bytes of one forward, then the backward; returns them and the grads.
+
+    The bytes are those of the distinct storages the saved tensors keep alive: several views
+    of one buffer (q, k and v split from one projection; a tensor and its transpose) hold it
+    once, and a view of a larger buffer holds all of it."""
+    params_storage = {p.untyped_storage().data_ptr() for p in params}
+    saved: dict[int, int] = {}
 
     def pack(t):
-        if t.data_ptr() not in ptrs:
-            saved.append(t.numel() * t.element_size())
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params_storage:
+            saved[storage.data_ptr()] = storage.nbytes()
         return t
 
     for p in params:
@@ -54,7 +59,7 @@ def step(fn, inputs, params) -> tuple[int, list]:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = fn(*inputs)
     loss.backward()
-    return sum(saved), [p.grad.clone() if p.grad is not None else None for p in params]
+    return sum(saved.values()), [p.grad.clone() if p.grad is not None else None for p in params]
 
 
 def measure(name: str, precision: str) -> dict:
@@ -128,8 +133,8 @@ def main(argv=None) -> int:
     text = table(rows, args.precision)
     pathlib.Path(args.out).write_text(
         "# Training: one forward+backward step (bench/training.py)\n\n" + text +
-        "\nSaved MB: activations autograd keeps for the backward (non-parameters, saved_tensors_hooks, the same "
-        "counting for all three). Grad error: max |mlc - eager| over every parameter's gradient, over the largest "
+        "\nSaved MB: the distinct storages of the tensors autograd keeps for the backward (parameters excluded; "
+        "views of one buffer count it once; saved_tensors_hooks, the same counting for all three). Grad error: max |mlc - eager| over every parameter's gradient, over the largest "
         "gradient's max |eager|. Launches and MB: eager and mlc modeled by mlc.cost (per launch, inputs read and "
         "outputs written once); Inductor (CPU) counted while its C++ kernels and ATen calls run. Sizes: the "
         "zoo's quick sizes (bench/cases.py), fp32.\n")

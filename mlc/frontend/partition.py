@@ -43,6 +43,7 @@ class SavedActivations:
     inputs: list[str] = field(default_factory=list)  # saved graph inputs (and views of them)
     recomputed: list[str] = field(default_factory=list)  # saved by the default, recomputed by the min cut
     narrowed: list[str] = field(default_factory=list)  # saved in the lower precision type
+    shared: list[str] = field(default_factory=list)  # views of another saved tensor, taken again in backward
     partitioner: str = "min-cut"  # or "default" when the min cut would have saved more
 
     def __str__(self) -> str:
@@ -50,6 +51,8 @@ class SavedActivations:
                 f"partitioner; the default saves {self.default_bytes / 1e6:.3f} MB)")
         if self.recomputed:
             text += f"; recomputed in backward instead: {', '.join(self.recomputed)}"
+        if self.shared:
+            text += f"; views of a saved tensor taken again in backward: {', '.join(self.shared)}"
         if self.narrowed:
             text += f"; stored in the lower precision: {', '.join(self.narrowed)}"
         if self.inputs:
@@ -101,13 +104,83 @@ def partition(joint_module: torch.fx.GraphModule, joint_inputs, *, num_fwd_outpu
     used = "min-cut"
     if sum(map(_nbytes, saved)) > sum(map(_nbytes, default_saved)):
         fw, bw, saved, used = dfw, dbw, default_saved, "default"
+    shared = _share_saved_views(fw, bw, num_fwd_outputs)
+    saved = [n for n in saved if n.name not in shared]
     kept = {n.name for n in saved}
     narrowed = _narrow_saved(fw, bw, num_fwd_outputs, LOW[precision]) if precision in LOW else []
     fw.meta["mlc_saved"] = SavedActivations(
         [n.name for n in saved], sum(map(_nbytes, _activations(fw, num_fwd_outputs))), sum(map(_nbytes, default_saved)),
         [n.name for n in _saved(fw, num_fwd_outputs) if _is_input(n)],
-        [n.name for n in default_saved if n.name not in kept], narrowed, used)
+        [n.name for n in default_saved if n.name not in kept], narrowed, sorted(shared), used)
     return fw, bw
+
+
+def _view_chain(node: torch.fx.Node) -> tuple[torch.fx.Node, list[torch.fx.Node]]:
+    """The tensor ``node`` views (through view ops), and the views from it to ``node`` in order."""
+    chain = []
+    while node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in _VIEWS:
+        chain.append(node)
+        node = node.args[0]
+    return node, chain[::-1]
+
+
+def _reads_values(node: torch.fx.Node) -> bool:
+    """Does ``node`` take a graph value besides its first argument (a symbolic size, say)?"""
+    found = []
+    torch.fx.node.map_arg((node.args[1:], node.kwargs), found.append)
+    return bool(found)
+
+
+def _share_saved_views(fw: torch.fx.GraphModule, bw: torch.fx.GraphModule, num_fwd_outputs: int) -> set[str]:
+    """Save one tensor where the forward saves several views of it; the backward takes the others'
+    views of that one again. Returns the names no longer saved.
+
+    In ATen's semantics two views of one buffer cost its memory once, but mlc's forward is free
+    to lay its results out contiguously: a view its kernels could not express as strides (the
+    ``[B*S, H*D]`` view of attention's ``[B, H, S, D]`` output, through a permute) is then a copy
+    of its own, saved beside the tensor it views. Only a view whose chain has no graph values
+    among its arguments (static shapes) is taken again; the one kept is a saved tensor that is
+    the common base itself or an ``alias`` of it.
+    """
+    (output,) = fw.graph.find_nodes(op="output")
+    outs = list(output.args[0])
+    placeholders = {p.name: p for p in bw.graph.find_nodes(op="placeholder")}
+    last = list(placeholders.values())[-1] if placeholders else None
+    groups: dict[torch.fx.Node, list[tuple[int, list[torch.fx.Node]]]] = {}
+    for k in range(num_fwd_outputs, len(outs)):
+        node = outs[k]
+        if isinstance(node, torch.fx.Node) and isinstance(node.meta.get("val"), torch.Tensor) \
+                and node.name in placeholders and not _is_input(node):
+            base, chain = _view_chain(node)
+            groups.setdefault(base, []).append((k, chain))
+    dropped: dict[int, str] = {}
+    for base, members in groups.items():
+        keep = next((k for k, chain in members if all(getattr(v.target, "__name__", "").startswith("alias")
+                                                       for v in chain)), None)
+        if keep is None:
+            continue
+        source = placeholders[outs[keep].name]
+        for k, chain in members:
+            if k == keep or any(_reads_values(v) for v in chain):
+                continue
+            placeholder = placeholders[outs[k].name]
+            value = source
+            for v in chain:  # after the placeholders, in order
+                if getattr(v.target, "__name__", "").startswith("alias"):
+                    continue
+                with bw.graph.inserting_after(value if value is not source else last):
+                    value = bw.graph.call_function(v.target, (value, *v.args[1:]), dict(v.kwargs))
+                value.meta["val"] = v.meta.get("val")
+            placeholder.replace_all_uses_with(value)
+            bw.graph.erase_node(placeholder)
+            dropped[k] = outs[k].name
+    if not dropped:
+        return set()
+    output.args = (tuple(n for k, n in enumerate(outs) if k not in dropped),)
+    fw.recompile()
+    bw.graph.lint()
+    bw.recompile()
+    return set(dropped.values())
 
 
 def _narrow_saved(fw: torch.fx.GraphModule, bw: torch.fx.GraphModule, num_fwd_outputs: int,
