@@ -112,3 +112,16 @@ def test_explain_reports_a_training_step_with_its_saved_activations():
     assert f"saved for backward: {forward.saved}" in str(report)
     assert report.eager.launches > len([g for g in report.graphs])  # eager counts the backward too
     assert report.accuracy.max_rel < 1e-5
+
+
+def test_bias_gradients_are_summed_in_the_matmul_kernels_of_the_backward():
+    # dh = dy @ w2 through gelu's derivative, and its batch sum (fc's bias gradient): one kernel
+    torch.manual_seed(0)
+    report = mlc.explain(GPT2MLP(), torch.randn(2, 8, 32, requires_grad=True), interpret=True, backward=True)
+    (backward,) = [g for g in report.graphs if g.name.startswith("backward")]
+    kernels = [n for n in backward.graph.nodes if n.op == "kernel"]
+    fused = [k for k in kernels if k.attrs["body"].count("mm") and k.attrs["body"].count("sum")]
+    assert len(fused) == 1 and [str(t) for t in fused[0].types][-1] == "f32[1,128]"
+    _, grads = train_step(GPT2MLP)
+    for got, want in grads.values():
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -66,6 +66,7 @@ class LaunchAt(NamedTuple):
     scalars: tuple  # the size symbols and size arguments, after the tensors
     kwargs: dict  # what Triton's launch takes by keyword: grid, meta-parameters, launch options
     on_cpu: bool  # outputs come from Inductor's CPU allocator
+    zeroed: tuple[int, ...]  # outputs zeroed before the launch (the kernel adds into them)
 
 
 class KernelLaunch:
@@ -114,6 +115,7 @@ class KernelLaunch:
         if self.candidates is not None and self.template.starts_from_targets:
             self.targets = [c[0] for c in self.candidates]
         self.in_place: frozenset[int] = frozenset()
+        self.zeroed = tuple(self.template.zeroed_outputs(ks))
 
     def config(self, sizes: tuple, env: dict | None = None, inputs=None) -> tuple[dict, dict]:
         """(constexpr meta-parameters, launch options) for these launch sizes, decided once per size.
@@ -200,7 +202,7 @@ class KernelLaunch:
         grid = None if empty else self.grid(sizes, meta)
         scalars = (*(int(s) for s in syms), *self.template.size_args(sizes))
         return LaunchAt(device, outs, empty, is_aten(meta), scalars, {"grid": grid, "warmup": False, **meta, **options},
-                        device.type == "cpu" and _empty_strided_cpu is not None)
+                        device.type == "cpu" and _empty_strided_cpu is not None, () if empty else self.zeroed)
 
     def __call__(self, inputs: Sequence[torch.Tensor], env: dict) -> list[torch.Tensor]:
         # The hot path of every call: kept to a lookup, the allocation and the launch.
@@ -258,8 +260,12 @@ _empty_strided_cpu = getattr(torch._C._dynamo.guards, "_empty_strided_cpu", None
 
 def _allocate(at: LaunchAt) -> list[torch.Tensor]:
     if at.on_cpu:
-        return [_empty_strided_cpu(shape, strides, dtype) for shape, strides, dtype in at.outs]
-    return [torch.empty_strided(shape, strides, dtype=dtype, device=at.device) for shape, strides, dtype in at.outs]
+        outs = [_empty_strided_cpu(shape, strides, dtype) for shape, strides, dtype in at.outs]
+    else:
+        outs = [torch.empty_strided(shape, strides, dtype=dtype, device=at.device) for shape, strides, dtype in at.outs]
+    for k in at.zeroed:
+        outs[k].zero_()
+    return outs
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -557,6 +563,8 @@ def straight_line(plan: Plan) -> tuple[str, dict]:
                     alloc = "_empty_cpu(*o{0})" if at.on_cpu else "_empty(*o{0}[:2], dtype=o{0}[2], device=device{0})"
                     scope[f"device{o}"] = at.device
                     lines.append(f"        s{o} = " + alloc.format(o))
+                for k in at.zeroed:
+                    lines.append(f"        s{outs[k]}.zero_()")
                 args = [f"s{k}" for k in (*ins, *outs)] + [repr(int(x)) for x in at.scalars]
                 args += [f"s{ins[k]}.stride({d})" for k, d in launch.stride_dims]
                 scope[f"fn{i}"], scope[f"kw{i}"] = launch.fn, at.kwargs

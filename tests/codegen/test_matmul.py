@@ -109,3 +109,33 @@ def test_operand_computed_in_the_kernel_is_refused():
           %1 = mm(%0, %b) : f32[4,4]
           return %1
         }""")))
+
+
+@pytest.mark.parametrize("m,k,n,keepdim", [(1, 8, 5, True), (33, 40, 17, True), (130, 16, 24, False)], ids=str)
+def test_a_column_sum_of_the_epilogue_is_added_atomically(m, k, n, keepdim):
+    # a backward's bias gradient: the epilogue's value and its sum over the rows, one kernel
+    # (several row blocks of programs add into the zeroed sum when m is past one tile)
+    out = f"f32[1,{n}]" if keepdim else f"f32[{n}]"
+    src = run(f"""graph @k(%dy: f32[{m},{k}], %w: f32[{k},{n}], %h: f32[{m},{n}]) {{
+          %0 = mm(%dy, %w) : f32[{m},{n}]
+          %1 = mul(%0, %h) : f32[{m},{n}]
+          %2 = sum(%1) {{dims=[0], keepdim={str(keepdim).lower()}}} : {out}
+          return %1, %2
+        }}""", [torch.randn(m, k), torch.randn(k, n), torch.randn(m, n)], torch.float32)
+    assert src.params["zeroed"] == [1] and "tl.atomic_add(out1_ptr" in src.source
+
+
+@pytest.mark.parametrize("reduction,why", [
+    ("%2 = sum(%1) {dims=[1]} : f32[8]", "other dims than a column"),
+    ("%2 = amax(%1) {dims=[0]} : f32[8]", "'amax'"),
+    ("%2 = sum(%1) {dims=[0]} : f16[8]", "column sum"),
+])
+def test_other_reductions_in_a_matmul_are_refused(reduction, why):
+    dtype = "f16" if "f16[8]" in reduction else "f32"
+    with pytest.raises(CodegenError, match=f"a matmul and a reduction in one kernel .*{why}"):
+        generate(verify(parse(f"""graph @k(%a: {dtype}[8,8], %b: {dtype}[8,8]) {{
+          %0 = mm(%a, %b) : {dtype}[8,8]
+          %1 = exp(%0) : {dtype}[8,8]
+          {reduction}
+          return %1, %2
+        }}""")))

@@ -70,6 +70,10 @@ class Template(ABC):
         input (a scatter writes only some elements)."""
         return ks.params.get("in_place")
 
+    def zeroed_outputs(self, ks: KernelSource) -> list[int]:
+        """The outputs that must hold zeros before the launch (programs add into them atomically)."""
+        return ks.params.get("zeroed", [])
+
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...]:
         return (triton.cdiv(sizes[0], meta[self.meta[0]]),)
 

@@ -6,6 +6,9 @@ read through their strides (and through any views, such as a weight's transpose)
 operand is copied first. Several matmuls of the same A (SwiGLU's ``x @ w1`` and ``x @ w3``)
 share the loop: one A tile, one accumulator each. The epilogue is every pointwise op of the
 region, computed on the accumulator tile; ``bmm`` adds a batch axis on ``program_id(1)``.
+A column sum of an epilogue value (``sum`` over M, in fp32: a bias gradient in a backward
+graph) is an epilogue too: each program sums its tile's rows and adds them atomically into
+the output, which the plan zeroes before the launch (``Template.zeroed_outputs``).
 
 Launch sizes: ``(M, N, K, batch)``. Besides its tiles, the tuning space has ``ATEN``: the
 matmul through torch (cuBLAS on a GPU), then the epilogue.
@@ -83,9 +86,10 @@ def _generate(body: Graph, matmuls: list[Node], interpret: bool) -> KernelSource
         if mm.op != first.op or mm.types[0].shape != out_shape or \
                 _operand_key(mm.inputs[0], body) != _operand_key(a, body):
             raise CodegenError("matmuls in one kernel must share their first operand and their shape")
+    sums = _column_sums(body, out_shape, first.op == "bmm")
     total = ix.product(out_shape)
     for v in body.outputs:
-        if ix.product(v.type.shape) != total:
+        if v.node not in sums and ix.product(v.type.shape) != total:
             raise CodegenError("an output that is not the size of the matmul's result")
     M, N, K = out_shape[-2], out_shape[-1], a.type.shape[-1]
     batch = out_shape[0] if first.op == "bmm" else 1
@@ -146,6 +150,16 @@ def _generate(body: Graph, matmuls: list[Node], interpret: bool) -> KernelSource
     w.mask = "c_mask"
     layout = []
     for k, v in enumerate(body.outputs):
+        if v.node in sums:
+            val = w.emit(v.node.inputs[0], w.tile_index())
+            if is_literal(val):
+                val = f"tl.full((BLOCK_SIZE_M, BLOCK_SIZE_N), {val}, tl.float32)"
+            elif w.dtypes.get(val) != torch.float32:
+                val = w.convert(val, torch.float32)
+            w.helpers.add("_add")
+            w.line(f"col_sum{k} = tl.reduce(tl.where(c_mask, {val}, 0.0), 0, _add)")
+            w.line(f"tl.atomic_add(out{k}_ptr + offs_n, col_sum{k}, mask=offs_n < N)")
+            continue
         val, idx = _emit_output(w, v, out_shape)
         if idx[-2:] == w.tile_index()[:-3:-1]:
             layout.append(f"out{k} {v.type} written transposed (the tile's [N, M] positions)")
@@ -157,8 +171,34 @@ def _generate(body: Graph, matmuls: list[Node], interpret: bool) -> KernelSource
     symbols = kernel_symbols(body)
     name = kernel_name(body)
     source, args, sig = w.finish(name, [str(s) for s in symbols] + ["M", "N", "K"], list(MATMUL.meta))
+    zeroed = [k for k, v in enumerate(body.outputs) if v.node in sums]
     return KernelSource(name, MATMUL.name, source, args, sig, symbols, (M, N, K, batch),
-                        input_strided=w.input_strides(), layout=layout)
+                        params={"zeroed": zeroed} if zeroed else {}, input_strided=w.input_strides(), layout=layout)
+
+
+def _column_sums(body: Graph, out_shape: tuple, batched: bool) -> set[Node]:
+    """The region's reductions, each a column sum the epilogue can add up (or why not)."""
+    users = body.users()
+    outputs = set(body.outputs)
+    sums = set()
+    for n in body.nodes:
+        if n.op not in REDUCTIONS:
+            continue
+        dims = n.attrs.get("dims")
+        x = n.inputs[0]
+        why = None
+        if n.op != "sum" or batched:
+            why = f"'{n.op}'" if n.op != "sum" else "a sum in a batched matmul"
+        elif dims is None or len(dims) != 1 or dims[0] % 2 != 0 or tuple(x.type.shape) != tuple(out_shape):
+            why = "a reduction over other dims than a column of the matmul's result"
+        elif n.types[0].dtype != torch.float32:
+            why = f"a {n.types[0].dtype} column sum (atomic adds are fp32 only)"
+        elif users[n] or n.out not in outputs:
+            why = "a column sum read inside the kernel"
+        if why:
+            raise CodegenError(f"a matmul and a reduction in one kernel ({why})")
+        sums.add(n)
+    return sums
 
 
 def _emit_output(w: _MatmulWriter, v: Value, out_shape: tuple) -> tuple[str, list[str]]:
@@ -205,8 +245,6 @@ class Matmul(Template):
         return any(n.op in ("mm", "bmm") for n in body.nodes)
 
     def generate(self, body: Graph, *, persistent_limit: int, interpret: bool) -> KernelSource:
-        if any(n.op in REDUCTIONS for n in body.nodes):
-            raise CodegenError("a matmul and a reduction in one kernel")
         return _generate(body, [n for n in body.nodes if n.op in ("mm", "bmm")], interpret)
 
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...]:
