@@ -139,3 +139,16 @@ def test_other_reductions_in_a_matmul_are_refused(reduction, why):
           {reduction}
           return %1, %2
         }}""")))
+
+
+def test_a_column_sum_through_a_view_of_the_result():
+    # a norm's weight gradient: the [16, 24] result seen as [2, 8, 24], summed over batch and sequence
+    src = run("""graph @k(%dy: f32[16,40], %w: f32[40,24], %h: f32[2,8,24]) {
+          %0 = mm(%dy, %w) : f32[16,24]
+          %1 = view(%0) {shape=[2,8,24]} : f32[2,8,24]
+          %2 = mul(%1, %h) : f32[2,8,24]
+          %3 = sum(%2) {dims=[0,1]} : f32[24]
+          %4 = sum(%1) {dims=[1,0], keepdim=true} : f32[1,1,24]
+          return %3, %4, %1
+        }""", [torch.randn(16, 40), torch.randn(40, 24), torch.randn(2, 8, 24)], torch.float32)
+    assert src.params["zeroed"] == [0, 1]

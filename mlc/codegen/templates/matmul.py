@@ -151,7 +151,9 @@ def _generate(body: Graph, matmuls: list[Node], interpret: bool) -> KernelSource
     layout = []
     for k, v in enumerate(body.outputs):
         if v.node in sums:
-            val = w.emit(v.node.inputs[0], w.tile_index())
+            x = v.node.inputs[0]
+            tile = w.tile_index()
+            val = w.emit(x, tile if x.type.shape == out_shape else ix.reshape(tile, out_shape, x.type.shape))
             if is_literal(val):
                 val = f"tl.full((BLOCK_SIZE_M, BLOCK_SIZE_N), {val}, tl.float32)"
             elif w.dtypes.get(val) != torch.float32:
@@ -184,12 +186,16 @@ def _column_sums(body: Graph, out_shape: tuple, batched: bool) -> set[Node]:
     for n in body.nodes:
         if n.op not in REDUCTIONS:
             continue
-        dims = n.attrs.get("dims")
         x = n.inputs[0]
+        rank = x.type.rank
+        dims = sorted(d % rank for d in n.attrs["dims"]) if n.attrs.get("dims") is not None and rank else None
         why = None
         if n.op != "sum" or batched:
             why = f"'{n.op}'" if n.op != "sum" else "a sum in a batched matmul"
-        elif dims is None or len(dims) != 1 or dims[0] % 2 != 0 or tuple(x.type.shape) != tuple(out_shape):
+        elif rank < 2 or dims != list(range(rank - 1)) or x.type.shape[-1] != out_shape[-1] \
+                or ix.product(x.type.shape[:-1]) != out_shape[0]:
+            # the result's columns, seen as [M, N] or through a view [..., N] of it (a norm's
+            # weight gradient sums over batch and sequence)
             why = "a reduction over other dims than a column of the matmul's result"
         elif n.types[0].dtype != torch.float32:
             why = f"a {n.types[0].dtype} column sum (atomic adds are fp32 only)"
