@@ -4,6 +4,7 @@
     python bench/run.py --quick               # the zoo at small sizes, a few minutes
     python bench/run.py --quick --models mlp  # chosen models only (no targets)
     python bench/run.py --overhead            # host overhead per call only: eager, Inductor, mlc
+    python bench/run.py --training            # the zoo's training step only (bench/training.py's table)
 
 For each model and each of eager, Inductor and mlc: correctness against eager, cold and warm
 compile time (each compile in a fresh process, bench/worker.py; cold on empty cache
@@ -476,6 +477,24 @@ def select_models(quick: bool, names: str | None) -> tuple[list[str], list[str]]
     return chosen, notes
 
 
+def training_rows() -> list[dict]:
+    """One forward+backward step of each zoo model: saved activations, launches and bytes for
+    eager, Inductor and mlc, and mlc's gradients against eager's (``bench/training.py``)."""
+    import training
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [training.measure(name, "default") for name in training.ZOO]
+
+
+def training_section(rows: list[dict]) -> str:
+    import training
+
+    return ("## Training: one forward+backward step (quick sizes, fp32)\n\n" + training.table(rows, "default")
+            + "\nSaved MB: the distinct storages autograd keeps for the backward, parameters excluded, counted the "
+              "same way for all three (bench/training.py).\n\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, zoo models only (for CI)")
@@ -484,6 +503,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per worker process")
     parser.add_argument("--out", default=str(HERE), help="directory for the results")
     parser.add_argument("--overhead", action="store_true", help="print the host overhead table only (no files)")
+    parser.add_argument("--training", action="store_true",
+                        help="print the zoo's training table only (no files; bench/training.py writes it too)")
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     if set(backends) - {"mlc", "inductor"} or "mlc" not in backends:
@@ -493,6 +514,9 @@ def main(argv=None) -> int:
             warnings.simplefilter("ignore")
             result = overhead(backends)
         print(overhead_table(result) + "".join(f"\nNote: {n}." for n in result["notes"]))
+        return 0
+    if args.training:
+        print(training_section(training_rows()))
         return 0
     chosen, notes = select_models(args.quick, args.models)
     for note in notes:
@@ -515,6 +539,9 @@ def main(argv=None) -> int:
             result["overhead"] = overhead(backends)
         text += "## Host overhead per call\n\n" + overhead_table(result["overhead"]) + "\n"
         notes += result["overhead"]["notes"]
+        if not args.quick:  # about two minutes: the full run only
+            result["training"] = training_rows()
+            text += training_section(result["training"])
         bad += [t["name"] for t in targets if t["kernels"] != 1 or t["launches"] != 1]
         # The bytes target is for bench sizes: at --quick sizes the weights dominate both sides.
         bad += [r["name"] for r, want in mlps
