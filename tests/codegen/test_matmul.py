@@ -111,7 +111,8 @@ def test_operand_computed_in_the_kernel_is_refused():
         }""")))
 
 
-@pytest.mark.parametrize("m,k,n,keepdim", [(1, 8, 5, True), (33, 40, 17, True), (130, 16, 24, False)], ids=str)
+@pytest.mark.parametrize("m,k,n,keepdim", [(1, 8, 5, True), (33, 40, 17, True), (130, 16, 24, False),
+                                            (0, 8, 5, False)], ids=str)
 def test_a_column_sum_of_the_epilogue_is_added_atomically(m, k, n, keepdim):
     # a backward's bias gradient: the epilogue's value and its sum over the rows, one kernel
     # (several row blocks of programs add into the zeroed sum when m is past one tile)

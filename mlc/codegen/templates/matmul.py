@@ -255,7 +255,9 @@ class Matmul(Template):
 
     def grid(self, sizes: tuple, meta: dict) -> tuple[int, ...]:
         m, n, _, batch = sizes
-        return (triton.cdiv(m, meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
+        # At least one row of programs: with no rows, a column sum still writes its zeros (its
+        # programs add nothing, every row masked off).
+        return (triton.cdiv(max(m, 1), meta["BLOCK_SIZE_M"]) * triton.cdiv(n, meta["BLOCK_SIZE_N"]), batch)
 
     def size_args(self, sizes: tuple) -> list[int]:
         return list(sizes[:3])  # the batch is the grid's second axis
