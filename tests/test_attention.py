@@ -7,6 +7,7 @@ modification, and that no launch writes a tensor of the B x H x Sq x Sk scores.
 """
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -189,3 +190,47 @@ def test_scores_read_transposed_are_not_a_score_modification():
     assert "not fused: attention: attention_scores + mul + copy + attention: the scores are read at another " \
            "position than their own block" in notes, notes
     assert attention_kernels(r) == [] and r.accuracy.max_rel <= 1e-5
+
+
+# --- the CUDA variants of SDPA ------------------------------------------------------------
+# On a GPU torch hands a backend one of three CUDA kernels instead of the CPU one. Their fake
+# (meta) implementations run on CPU tensors, so Dynamo and AOT autograd trace them here; the
+# compiled graphs then run mlc's kernels in the interpreter. A fallback would call the CUDA
+# kernel on CPU tensors and fail, so the warnings filter makes any fallback an error.
+
+aten = torch.ops.aten
+
+
+def cuda_flash(q, k, v, mask, causal, scale):
+    return aten._scaled_dot_product_flash_attention.default(q, k, v, 0.0, causal, scale=scale)[0]
+
+
+def cuda_efficient(q, k, v, mask, causal, scale):
+    return aten._scaled_dot_product_efficient_attention.default(q, k, v, mask, True, 0.0, causal, scale=scale)[0]
+
+
+def cuda_cudnn(q, k, v, mask, causal, scale):
+    return aten._scaled_dot_product_cudnn_attention.default(q, k, v, mask, True, 0.0, causal, scale=scale)[0]
+
+
+@pytest.mark.parametrize("variant,masked", [(cuda_flash, False), (cuda_efficient, True), (cuda_efficient, False),
+                                            (cuda_cudnn, False)], ids=["flash", "efficient-bias", "efficient",
+                                                                       "cudnn"])
+@pytest.mark.parametrize("s,causal", [(7, True), (33, False)], ids=["s7-causal", "s33"])
+def test_cuda_sdpa_variants_compile_forward_and_backward(variant, masked, s, causal):
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(s)
+    q, k, v = (torch.randn(B, H, s, D, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.randn(B, H, s, s, generator=g) if masked else None
+    scale = 0.3
+    compiled = torch.compile(variant, backend="mlc", options={"interpret": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out = compiled(q, k, v, mask, causal, scale)
+        out.square().sum().backward()
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    want = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, is_causal=causal, scale=scale)
+    want.square().sum().backward()
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    for got, ref in ((q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

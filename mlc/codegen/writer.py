@@ -33,11 +33,11 @@ _TILE_DIM = re.compile(r"[xr]\d+|acc\d*|accumulator")
 TL_DTYPE = {
     torch.float32: "tl.float32", torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16",
     torch.float64: "tl.float64", torch.int64: "tl.int64", torch.int32: "tl.int32", torch.int16: "tl.int16",
-    torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.bool: "tl.int1",
+    torch.int8: "tl.int8", torch.uint8: "tl.uint8", torch.uint64: "tl.uint64", torch.bool: "tl.int1",
 }
 _PTR_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
              torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8", torch.uint8: "u8",
-             torch.bool: "i1"}
+             torch.uint64: "u64", torch.bool: "i1"}
 CODEGEN_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "argmax", "argmin", "any", "all"}
 CODEGEN_OPS = set(TRITON_EXPR) | {"gelu", "clamp", "convert", "div", "pow", "full", "arange", "view", "permute",
                                   "expand", "slice", "select", "copy", "embedding", "gather", "index_select",

@@ -424,6 +424,100 @@ def _sdpa_backward(L, n, grad_out, q, k, v, out, lse, dropout_p=0.0, is_causal=F
     return dq, dk, dv
 
 
+# On a GPU torch picks one of three CUDA kernels instead (FlashAttention, memory-efficient,
+# cuDNN), each with results of its own beside the output and the log-sum-exp: nested-tensor
+# lengths, dropout's random state, a debug mask. mlc's attention ops compute the output and
+# the log-sum-exp; the rest, which they have no use for (dropout_p=0), are zeros of ATen's
+# shapes. The log-sum-exp takes ATen's shape too (the memory-efficient kernel pads the
+# queries to a multiple of 32), since the forward hands it to the backward as ATen declared it.
+
+def _like(L, vals) -> tuple:
+    """Zeros of each of ATen's results in ``vals`` (an integer result as itself, None as None)."""
+    from .fx import sym_to_expr
+
+    out = []
+    for v in vals:
+        if isinstance(v, torch.Tensor):
+            out.append(L.op("full", shape=tuple(sym_to_expr(d) for d in v.shape), value=0, dtype=v.dtype,
+                            device=str(v.device)))
+        else:
+            out.append(sym_to_expr(v) if isinstance(v, torch.SymInt) else v)
+    return tuple(out)
+
+
+def _lse_as(L, lse: Value, val) -> Value:
+    """The log-sum-exp [B, H, Sq] in the shape ATen gives it (padded along the queries with 0)."""
+    from .fx import sym_to_expr
+
+    shape = tuple(sym_to_expr(d) for d in val.shape)
+    if shape == tuple(lse.type.shape):
+        return lse
+    b, h, sq = lse.type.shape
+    if len(shape) == 4 and shape == (b, h, sq, 1):  # cuDNN's [B, H, Sq, 1]
+        return L.op("view", lse, shape=shape)
+    if len(shape) != 3 or tuple(shape[:2]) != (b, h) or not isinstance(shape[2], int) or not isinstance(sq, int) \
+            or shape[2] < sq:
+        raise LoweringError(f"attention's log-sum-exp is {list(shape)} in ATen, [{b}, {h}, {sq}] in mlc")
+    if shape[2] == sq:
+        return lse
+    pad = L.op("full", shape=(b, h, shape[2] - sq), value=0, dtype=torch.float32, device=str(val.device))
+    return L.op("cat", lse, pad, dim=2)
+
+
+def _lse_from(L, lse: Value, q: Value) -> Value:
+    """ATen's log-sum-exp (padded, or [B, H, Sq, 1]) back as mlc's [B, H, Sq]."""
+    b, h, sq = q.type.shape[:3]
+    if lse.type.rank == 4:
+        return L.op("view", lse, shape=(b, h, sq))
+    if lse.type.shape[2] != sq:
+        return L.op("slice", lse, dim=2, start=0, end=sq, step=1)
+    return lse
+
+
+def _no_debug_mask(return_debug_mask):
+    if return_debug_mask:
+        raise LoweringError("attention asked for its debug mask (the probabilities), which mlc never materializes")
+
+
+def _sdpa_flash_cuda(L, n, q, k, v, dropout_p=0.0, is_causal=False, return_debug_mask=False, scale=None):
+    _no_debug_mask(return_debug_mask)
+    out, lse = _sdpa(L, n, q, k, v, dropout_p, is_causal, None, scale)
+    return (out, _lse_as(L, lse, n.meta["val"][1])) + _like(L, n.meta["val"][2:])
+
+
+def _sdpa_flash_cuda_backward(L, n, grad_out, q, k, v, out, lse, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p,
+                              is_causal, philox_seed, philox_offset, scale=None):
+    return _sdpa_backward(L, n, grad_out, q, k, v, out, _lse_from(L, lse, q), dropout_p, is_causal, None, scale)
+
+
+def _sdpa_efficient(L, n, q, k, v, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False, scale=None):
+    out, lse = _sdpa(L, n, q, k, v, dropout_p, is_causal, attn_bias, scale)
+    return (out, _lse_as(L, lse, n.meta["val"][1]) if compute_log_sumexp else _like(L, n.meta["val"][1:2])[0]) \
+        + _like(L, n.meta["val"][2:])
+
+
+def _sdpa_efficient_backward(L, n, grad_out, q, k, v, attn_bias, out, lse, philox_seed, philox_offset, dropout_p,
+                             grad_input_mask, is_causal=False, scale=None):
+    if len(grad_input_mask) > 3 and grad_input_mask[3]:
+        raise LoweringError("attention's gradient with respect to its additive mask is not computed by mlc's kernels")
+    dq, dk, dv = _sdpa_backward(L, n, grad_out, q, k, v, out, _lse_from(L, lse, q), dropout_p, is_causal, attn_bias,
+                                scale)
+    return dq, dk, dv, None
+
+
+def _sdpa_cudnn(L, n, q, k, v, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False,
+                return_debug_mask=False, scale=None):
+    _no_debug_mask(return_debug_mask)
+    out, lse = _sdpa(L, n, q, k, v, dropout_p, is_causal, attn_bias, scale)
+    return (out, _lse_as(L, lse, n.meta["val"][1]) if compute_log_sumexp else _like(L, n.meta["val"][1:2])[0]) \
+        + _like(L, n.meta["val"][2:])
+
+
+def _sdpa_cudnn_backward(L, n, grad_out, q, k, v, out, lse, philox_seed, philox_offset, attn_bias, cum_seq_q,
+                         cum_seq_k, max_q, max_k, dropout_p, is_causal, scale=None):
+    return _sdpa_backward(L, n, grad_out, q, k, v, out, _lse_from(L, lse, q), dropout_p, is_causal, attn_bias, scale)
+
+
 ATEN_TO_MLC: dict[Any, Callable] = {}
 
 for _name in ["exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt", "sin", "cos", "tan", "asin",
@@ -491,6 +585,12 @@ ATEN_TO_MLC.update({
     aten.arange.default: _arange, aten.arange.start: _arange, aten.arange.start_step: _arange,
     aten._scaled_dot_product_flash_attention_for_cpu.default: _sdpa,
     aten._scaled_dot_product_flash_attention_for_cpu_backward.default: _sdpa_backward,
+    aten._scaled_dot_product_flash_attention.default: _sdpa_flash_cuda,
+    aten._scaled_dot_product_flash_attention_backward.default: _sdpa_flash_cuda_backward,
+    aten._scaled_dot_product_efficient_attention.default: _sdpa_efficient,
+    aten._scaled_dot_product_efficient_attention_backward.default: _sdpa_efficient_backward,
+    aten._scaled_dot_product_cudnn_attention.default: _sdpa_cudnn,
+    aten._scaled_dot_product_cudnn_attention_backward.default: _sdpa_cudnn_backward,
 })
 
 # Calls that only check or constrain and produce nothing mlc needs.

@@ -25,6 +25,7 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.int16: "i16",
     torch.int8: "i8",
     torch.uint8: "u8",
+    torch.uint64: "u64",  # the random state FlashAttention's CUDA kernel returns
     torch.bool: "b8",
     torch.complex64: "c64",
 }
