@@ -153,6 +153,29 @@ def test_training_keeps_the_backward_as_written_and_matches_eager():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
 
 
+def grouped_query(q, k, v):
+    """Grouped-query heads repeated by hand: k by repeat_interleave, v by expand + reshape."""
+    b, hkv, t, d = k.shape
+    n = q.shape[1] // hkv
+    k = k.repeat_interleave(n, dim=1)
+    v = v[:, :, None].expand(b, hkv, n, t, d).reshape(b, hkv * n, t, d)
+    s = (q @ k.transpose(-1, -2) / math.sqrt(d)).masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1),
+                                                             float("-inf"))
+    return s.softmax(-1) @ v
+
+
+@pytest.mark.parametrize("s", [1, 7, 77])
+def test_grouped_query_heads_repeated_by_hand_are_read_without_copies(s):
+    g = torch.Generator().manual_seed(s)
+    q = torch.randn(B, 4, s, D, generator=g)
+    k, v = (torch.randn(B, 2, s, D, generator=g) for _ in range(2))
+    r = check(grouped_query, (q, k, v), torch.float32, h=4)
+    (kernel,) = attention_kernels(r)
+    # the attention reads k and v with their 2 heads: no [B, 2, 2, S, D] repeat is materialized
+    assert [str(x.type) for x in kernel.inputs[1:3]] == [f"f32[{B},2,{s},{D}]"] * 2
+    assert not [t for g in r.graphs for n in g.graph.nodes for t in n.types if getattr(t, "rank", 0) == 5]
+
+
 @pytest.mark.parametrize("name", ["bert_layer", "llama_block"])
 def test_zoo_models_written_by_hand_get_one_attention_kernel(name):
     spec = MODELS[name]

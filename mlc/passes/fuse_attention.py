@@ -210,14 +210,56 @@ def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tupl
     return out, [order[n] for n in graph.nodes if n in order], notes
 
 
+def _source_4d(v: Value, shape) -> Value | None:
+    """The [B, H, S, D] value the [B * H, S, D] bmm operand ``v`` views, if it is one."""
+    if v.node.op == "view" and tuple(v.node.inputs[0].type.shape) == tuple(shape):
+        t = v.node.inputs[0]
+        while t.node.op == "copy":  # a contiguous copy, which the kernel does not need
+            t = t.node.inputs[0]
+        return t
+    return None
+
+
+def _unrepeated(v: Value | None, shape: tuple) -> Value | None:
+    """The grouped-query k or v that ``v`` (the [B, Hq, S, D] ``shape`` of the attention's
+    operand, or the bmm's [B * Hq, S, D] view of it) repeats per query head, if it is such a
+    repeat: ``repeat_interleave(x, n, dim=1)`` (or ``x[:, :, None].expand(...).reshape``), which
+    the IR has as ``view(copy(expand(view(x))))`` through [B, Hkv, n, S, D]. The attention
+    reads x itself, head ``h // n`` for query head h, as SDPA's ``enable_gqa`` does."""
+    if v is None or v.node.op != "view":
+        return None
+    r = v.node.inputs[0]
+    if r.type.rank != 5:
+        return None
+    while r.node.op == "copy":
+        r = r.node.inputs[0]
+    if r.node.op != "expand":
+        return None
+    u = r.node.inputs[0]
+    b, hkv, n, s, d = r.type.shape
+    if tuple(u.type.shape) != (b, hkv, 1, s, d) or u.node.op != "view":
+        return None
+    x = u.node.inputs[0]
+    if tuple(x.type.shape) != (b, hkv, s, d) or tuple(shape) != (b, hkv * n, s, d):
+        return None
+    return x
+
+
 def _emit(b, env: dict[Value, Value], m: _Match) -> Value:
     """The attention standing for match ``m``, viewed as its bmm's [B * H, Sq, Dv] result."""
     bsz, h, sq, sk = m.s.type.shape
     d, dv = m.q3.type.shape[2], m.v3.type.shape[2]
     q = _as_4d(b, env, m.q3, (bsz, h, sq, d))
-    kt = _as_4d(b, env, m.k3, (bsz, h, d, sk))
-    k = b.op("permute", kt, dims=[0, 1, 3, 2])
-    v = _as_4d(b, env, m.v3, (bsz, h, sk, dv))
+    kt = _source_4d(m.k3, (bsz, h, d, sk))
+    k_kv = _unrepeated(kt.node.inputs[0], (bsz, h, sk, d)) if kt is not None and kt.node.op == "permute" and \
+        list(kt.node.attrs["dims"]) == [0, 1, 3, 2] else None
+    v4 = _source_4d(m.v3, (bsz, h, sk, dv))
+    v_kv = _unrepeated(v4 if v4 is not None and v4.node.op == "view" else m.v3, (bsz, h, sk, dv))
+    if k_kv is not None and v_kv is not None and k_kv.type.shape[1] == v_kv.type.shape[1]:
+        k, v = env[k_kv], env[v_kv]  # grouped-query heads, read without the repeat's copies
+    else:
+        k = b.op("permute", _as_4d(b, env, m.k3, (bsz, h, d, sk)), dims=[0, 1, 3, 2])
+        v = _as_4d(b, env, m.v3, (bsz, h, sk, dv))
     local = {m.s: b.op("attention_scores", q, k)}
     for n in m.chain:
         new = b.append(Node(n.op, [local[w] if w in local else env[w] for w in n.inputs], n.attrs, n.types))
