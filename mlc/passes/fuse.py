@@ -342,6 +342,12 @@ def _fuse_independent(r: _Regions):
     bytes are the same; the launches are fewer. Regions are taken in graph order and a group
     grows while the next region can join it (no cycle, within budget); one that cannot starts
     the next group.
+
+    A merged kernel runs once all its members' operands are ready, so a member may now run
+    later than it would alone, keeping what it reads alive meanwhile. A region joins only
+    when no matmul, reduction, attention or fallback lies between the points where the group
+    and the region are ready: the wait is over elementwise work only (the per-parameter scalars
+    of an optimizer step, say), never across a layer of a model.
     """
     groups: dict[tuple, list[int]] = {}
     for i, ms in r.members.items():
@@ -349,11 +355,26 @@ def _fuse_independent(r: _Regions):
             shapes = {(v.type.shape, v.type.device) for v in r.outs(ms) if isinstance(v.type, TensorType)}
             if len(shapes) == 1:
                 groups.setdefault(shapes.pop(), []).append(i)
+    light = (Category.POINTWISE, Category.VIEW, Category.CREATION)
+    heavy_before = [0]  # heavy_before[p]: matmuls, reductions, ... at positions below p
+    for n in r.graph.nodes:
+        heavy_before.append(heavy_before[-1] + (OPS[n.op].category not in light and n.op != "constant"))
+
+    def ready(i: int) -> int:
+        """The position of the last node outside region ``i`` that it reads (-1: only inputs)."""
+        inside = set(r.members[i])
+        return max((r.pos[s] for n in inside for v in n.inputs for s in r.sources(v) if s not in inside and s in r.pos),
+                   default=-1)
+
     for ids in groups.values():
-        group = ids[0]
+        group, at = ids[0], ready(ids[0])
         for i in ids[1:]:
-            if r.why_not(r.members[group] + r.members[i]) is not None or not r.try_merge([group, i], []):
-                group = i
+            lo, hi = sorted((at, ready(i)))
+            if heavy_before[hi + 1] - heavy_before[lo + 1] == 0 and r.why_not(r.members[group] + r.members[i]) is None \
+                    and r.try_merge([group, i], []):
+                at = hi
+                continue
+            group, at = i, ready(i)
 
 
 def _build(graph: Graph, r: _Regions) -> Graph:

@@ -120,6 +120,19 @@ def test_independent_same_shaped_pointwise_regions_share_a_kernel():
     assert [[str(t) for t in n.types] for n in g.nodes if n.op == "kernel"] == [["f32[8,4]", "f32[8,4]"], ["f32[4]"]]
 
 
+def test_independent_regions_do_not_wait_across_heavy_work():
+    # the second exp reads a fallback's result: merged with the first it would hold that one
+    # back past the fallback (and what it reads alive), so it stays a kernel of its own
+    g = fused("""
+        graph @apart(%x: f32[8,4], %y: f32[8,4]) {
+          %0 = exp(%x) : f32[8,4]
+          %1 = aten(%y) {target="aten.cumsum.default", args=[$0, 1]} : f32[8,4]
+          %2 = exp(%1) : f32[8,4]
+          return %0, %2
+        }""")
+    assert [[str(t) for t in n.types] for n in g.nodes if n.op == "kernel"] == [["f32[8,4]"], ["f32[8,4]"]]
+
+
 def test_not_fused_reasons_are_recorded():
     g = fused("""
         graph @f(%x: f32[16,32], %w: f32[32,8]) {
