@@ -164,15 +164,17 @@ def grouped_query(q, k, v):
     return s.softmax(-1) @ v
 
 
-@pytest.mark.parametrize("s", [1, 7, 77])
-def test_grouped_query_heads_repeated_by_hand_are_read_without_copies(s):
+@pytest.mark.parametrize("s,dtype", [(1, torch.float32), (7, torch.float32), (77, torch.float32),
+                                     (7, torch.float16), (7, torch.bfloat16)], ids=str)
+def test_grouped_query_heads_repeated_by_hand_are_read_without_copies(s, dtype):
     g = torch.Generator().manual_seed(s)
-    q = torch.randn(B, 4, s, D, generator=g)
-    k, v = (torch.randn(B, 2, s, D, generator=g) for _ in range(2))
-    r = check(grouped_query, (q, k, v), torch.float32, h=4)
+    q = torch.randn(B, 4, s, D, generator=g).to(dtype)
+    k, v = (torch.randn(B, 2, s, D, generator=g).to(dtype) for _ in range(2))
+    r = check(grouped_query, (q, k, v), dtype, h=4)
     (kernel,) = attention_kernels(r)
     # the attention reads k and v with their 2 heads: no [B, 2, 2, S, D] repeat is materialized
-    assert [str(x.type) for x in kernel.inputs[1:3]] == [f"f32[{B},2,{s},{D}]"] * 2
+    name = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
+    assert [str(x.type) for x in kernel.inputs[1:3]] == [f"{name}[{B},2,{s},{D}]"] * 2
     assert not [t for g in r.graphs for n in g.graph.nodes for t in n.types if getattr(t, "rank", 0) == 5]
 
 
@@ -239,12 +241,15 @@ def cuda_cudnn(q, k, v, mask, causal, scale):
 @pytest.mark.parametrize("variant,masked", [(cuda_flash, False), (cuda_efficient, True), (cuda_efficient, False),
                                             (cuda_cudnn, False)], ids=["flash", "efficient-bias", "efficient",
                                                                        "cudnn"])
-@pytest.mark.parametrize("s,causal", [(7, True), (33, False)], ids=["s7-causal", "s33"])
-def test_cuda_sdpa_variants_compile_forward_and_backward(variant, masked, s, causal):
+@pytest.mark.parametrize("s,causal,dtype", [(7, True, torch.float32), (33, False, torch.float32),
+                                             (1, True, torch.float16)], ids=["s7-causal", "s33", "s1-causal-f16"])
+def test_cuda_sdpa_variants_compile_forward_and_backward(variant, masked, s, causal, dtype):
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(s)
-    q, k, v = (torch.randn(B, H, s, D, generator=g, requires_grad=True) for _ in range(3))
-    mask = torch.randn(B, H, s, s, generator=g) if masked else None
+    q, k, v = (torch.randn(B, H, s, D, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    mask = torch.randn(B, H, s, s, generator=g).to(dtype) if masked else None
+    # (output rtol and atol, gradients' rtol, gradients' atol)
+    tol = {torch.float32: (1e-5, 1e-4, 1e-5), torch.float16: (1e-2, 2e-2, 2e-2)}[dtype]
     scale = 0.3
     compiled = torch.compile(variant, backend="mlc", options={"interpret": True})
     with warnings.catch_warnings():
@@ -254,6 +259,6 @@ def test_cuda_sdpa_variants_compile_forward_and_backward(variant, masked, s, cau
     q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
     want = F.scaled_dot_product_attention(q2, k2, v2, attn_mask=mask, is_causal=causal, scale=scale)
     want.square().sum().backward()
-    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, want, rtol=tol[0], atol=tol[0])
     for got, ref in ((q.grad, q2.grad), (k.grad, k2.grad), (v.grad, v2.grad)):
-        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got, ref, rtol=tol[1], atol=tol[2])

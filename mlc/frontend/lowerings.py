@@ -453,7 +453,7 @@ def _lse_as(L, lse: Value, val) -> Value:
     if shape == tuple(lse.type.shape):
         return lse
     b, h, sq = lse.type.shape
-    if len(shape) == 4 and shape == (b, h, sq, 1):  # cuDNN's [B, H, Sq, 1]
+    if shape == (b, h, sq, 1):  # cuDNN's
         return L.op("view", lse, shape=shape)
     if len(shape) != 3 or tuple(shape[:2]) != (b, h) or not isinstance(shape[2], int) or not isinstance(sq, int) \
             or shape[2] < sq:
@@ -479,10 +479,16 @@ def _no_debug_mask(return_debug_mask):
         raise LoweringError("attention asked for its debug mask (the probabilities), which mlc never materializes")
 
 
+def _cuda_results(L, n, out: Value, lse: Value, with_lse: bool = True) -> tuple:
+    """A CUDA attention's results as ATen gives them: the output, the log-sum-exp in ATen's
+    shape (zeros of it when not asked for), then zeros for the rest."""
+    vals = n.meta["val"]
+    return (out, _lse_as(L, lse, vals[1]) if with_lse else _like(L, vals[1:2])[0]) + _like(L, vals[2:])
+
+
 def _sdpa_flash_cuda(L, n, q, k, v, dropout_p=0.0, is_causal=False, return_debug_mask=False, scale=None):
     _no_debug_mask(return_debug_mask)
-    out, lse = _sdpa(L, n, q, k, v, dropout_p, is_causal, None, scale)
-    return (out, _lse_as(L, lse, n.meta["val"][1])) + _like(L, n.meta["val"][2:])
+    return _cuda_results(L, n, *_sdpa(L, n, q, k, v, dropout_p, is_causal, None, scale))
 
 
 def _sdpa_flash_cuda_backward(L, n, grad_out, q, k, v, out, lse, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p,
@@ -490,10 +496,11 @@ def _sdpa_flash_cuda_backward(L, n, grad_out, q, k, v, out, lse, cum_seq_q, cum_
     return _sdpa_backward(L, n, grad_out, q, k, v, out, _lse_from(L, lse, q), dropout_p, is_causal, None, scale)
 
 
-def _sdpa_efficient(L, n, q, k, v, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False, scale=None):
-    out, lse = _sdpa(L, n, q, k, v, dropout_p, is_causal, attn_bias, scale)
-    return (out, _lse_as(L, lse, n.meta["val"][1]) if compute_log_sumexp else _like(L, n.meta["val"][1:2])[0]) \
-        + _like(L, n.meta["val"][2:])
+def _sdpa_biased_cuda(L, n, q, k, v, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False,
+                      return_debug_mask=False, scale=None):
+    """The memory-efficient and the cuDNN forward (the same arguments; only cuDNN has a debug mask)."""
+    _no_debug_mask(return_debug_mask)
+    return _cuda_results(L, n, *_sdpa(L, n, q, k, v, dropout_p, is_causal, attn_bias, scale), compute_log_sumexp)
 
 
 def _sdpa_efficient_backward(L, n, grad_out, q, k, v, attn_bias, out, lse, philox_seed, philox_offset, dropout_p,
@@ -503,14 +510,6 @@ def _sdpa_efficient_backward(L, n, grad_out, q, k, v, attn_bias, out, lse, philo
     dq, dk, dv = _sdpa_backward(L, n, grad_out, q, k, v, out, _lse_from(L, lse, q), dropout_p, is_causal, attn_bias,
                                 scale)
     return dq, dk, dv, None
-
-
-def _sdpa_cudnn(L, n, q, k, v, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False,
-                return_debug_mask=False, scale=None):
-    _no_debug_mask(return_debug_mask)
-    out, lse = _sdpa(L, n, q, k, v, dropout_p, is_causal, attn_bias, scale)
-    return (out, _lse_as(L, lse, n.meta["val"][1]) if compute_log_sumexp else _like(L, n.meta["val"][1:2])[0]) \
-        + _like(L, n.meta["val"][2:])
 
 
 def _sdpa_cudnn_backward(L, n, grad_out, q, k, v, out, lse, philox_seed, philox_offset, attn_bias, cum_seq_q,
@@ -587,9 +586,9 @@ ATEN_TO_MLC.update({
     aten._scaled_dot_product_flash_attention_for_cpu_backward.default: _sdpa_backward,
     aten._scaled_dot_product_flash_attention.default: _sdpa_flash_cuda,
     aten._scaled_dot_product_flash_attention_backward.default: _sdpa_flash_cuda_backward,
-    aten._scaled_dot_product_efficient_attention.default: _sdpa_efficient,
+    aten._scaled_dot_product_efficient_attention.default: _sdpa_biased_cuda,
     aten._scaled_dot_product_efficient_attention_backward.default: _sdpa_efficient_backward,
-    aten._scaled_dot_product_cudnn_attention.default: _sdpa_cudnn,
+    aten._scaled_dot_product_cudnn_attention.default: _sdpa_biased_cuda,
     aten._scaled_dot_product_cudnn_attention_backward.default: _sdpa_cudnn_backward,
 })
 

@@ -66,9 +66,7 @@ _VIEWS = {"view", "_unsafe_view", "reshape", "t", "permute", "transpose", "expan
 
 def _is_input(node: torch.fx.Node) -> bool:
     """A graph input, or a view of one: saving it keeps nothing alive that was not already."""
-    while node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] in _VIEWS:
-        node = node.args[0]
-    return node.op == "placeholder"
+    return _view_chain(node)[0].op == "placeholder"
 
 
 def _saved(fw: torch.fx.GraphModule, num_fwd_outputs: int) -> list[torch.fx.Node]:

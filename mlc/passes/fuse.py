@@ -369,12 +369,13 @@ def _fuse_independent(r: _Regions):
     for ids in groups.values():
         group, at = ids[0], ready(ids[0])
         for i in ids[1:]:
-            lo, hi = sorted((at, ready(i)))
+            here = ready(i)
+            lo, hi = sorted((at, here))
             if heavy_before[hi + 1] - heavy_before[lo + 1] == 0 and r.why_not(r.members[group] + r.members[i]) is None \
                     and r.try_merge([group, i], []):
                 at = hi
-                continue
-            group, at = i, ready(i)
+            else:
+                group, at = i, here
 
 
 def _build(graph: Graph, r: _Regions) -> Graph:

@@ -159,13 +159,8 @@ def _chain(x: Value, is_scores) -> tuple[list[Node], list[Value]]:
 def _as_4d(b, env, v: Value, shape) -> Value:
     """``v``, a [B * H, S, D] bmm operand, as the [B, H, S, D] tensor it was viewed from
     (through a contiguous copy, which the kernel does not need), or a view of it."""
-    t = v
-    if t.node.op == "view" and tuple(t.node.inputs[0].type.shape) == tuple(shape):
-        t = t.node.inputs[0]
-        while t.node.op == "copy":
-            t = t.node.inputs[0]
-        return env[t]
-    return b.op("view", env[v], shape=list(shape))
+    t = _source_4d(v, shape)
+    return env[t] if t is not None else b.op("view", env[v], shape=list(shape))
 
 
 def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tuple[Graph, list[Node], list[str]]:
@@ -253,8 +248,8 @@ def _emit(b, env: dict[Value, Value], m: _Match) -> Value:
     kt = _source_4d(m.k3, (bsz, h, d, sk))
     k_kv = _unrepeated(kt.node.inputs[0], (bsz, h, sk, d)) if kt is not None and kt.node.op == "permute" and \
         list(kt.node.attrs["dims"]) == [0, 1, 3, 2] else None
-    v4 = _source_4d(m.v3, (bsz, h, sk, dv))
-    v_kv = _unrepeated(v4 if v4 is not None and v4.node.op == "view" else m.v3, (bsz, h, sk, dv))
+    # v's repeat is viewed as [B, Hq, S, D] and then [B * Hq, S, D], or as the latter at once
+    v_kv = _unrepeated(_source_4d(m.v3, (bsz, h, sk, dv)), (bsz, h, sk, dv)) or _unrepeated(m.v3, (bsz, h, sk, dv))
     if k_kv is not None and v_kv is not None and k_kv.type.shape[1] == v_kv.type.shape[1]:
         k, v = env[k_kv], env[v_kv]  # grouped-query heads, read without the repeat's copies
     else:

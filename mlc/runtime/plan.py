@@ -508,7 +508,7 @@ class Plan:
             step(values, env)
             for s in free:
                 values[s] = None
-        if self.source is None and not self.getters and self.call == self.run_steps:
+        if self.source is None and not self.getters and not self.failures:  # once every launch is decided
             self.straighten()
         return [values[o] for o in self.out_slots]
 
@@ -558,11 +558,11 @@ def straight_line(plan: Plan) -> tuple[str, dict]:
                 scope[f"k{i}"] = launch
                 lines.append(f"        {unpack(outs)} = k{i}(({unpack(ins)}), {{}})")
             else:
-                for o, (shape, strides, dtype) in zip(outs, at.outs):
-                    scope[f"o{o}"] = (shape, strides, dtype)
-                    alloc = "_empty_cpu(*o{0})" if at.on_cpu else "_empty(*o{0}[:2], dtype=o{0}[2], device=device{0})"
-                    scope[f"device{o}"] = at.device
-                    lines.append(f"        s{o} = " + alloc.format(o))
+                scope[f"device{i}"] = at.device
+                for o, spec in zip(outs, at.outs):
+                    scope[f"o{o}"] = spec  # (shape, strides, dtype)
+                    alloc = f"_empty_cpu(*o{o})" if at.on_cpu else f"_empty(*o{o}[:2], dtype=o{o}[2], device=device{i})"
+                    lines.append(f"        s{o} = {alloc}")
                 for k in at.zeroed:
                     lines.append(f"        s{outs[k]}.zero_()")
                 args = [f"s{k}" for k in (*ins, *outs)] + [repr(int(x)) for x in at.scalars]

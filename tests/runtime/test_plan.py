@@ -152,3 +152,32 @@ def test_a_launch_failing_in_the_straight_line_call_falls_back_once(monkeypatch)
         torch.testing.assert_close(compiled(x, b), f(x, b))
     assert p.failures and p.call == p.run_steps
     torch.testing.assert_close(compiled(x, b), f(x, b))  # the reference executor from then on
+
+
+def test_the_straight_line_call_zeroes_what_a_kernel_adds_into_on_every_call():
+    # a column sum of the matmul's epilogue is added atomically: its output must start at zero
+    # at each call, not only the first (the step list's)
+    def g(x, w, h):
+        y = (x @ w) * h
+        return y, y.sum(0)
+
+    compiled, seen = compiled_with_plans(g)
+    x, w, h = torch.randn(40, 8), torch.randn(8, 24), torch.randn(40, 24)
+    for _ in range(3):
+        for got, want in zip(compiled(x, w, h), g(x, w, h)):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    p = seen[-1].plan
+    assert ".zero_()" in p.source
+
+
+def test_the_straight_line_call_allocates_as_on_a_gpu_too():
+    # The GPU allocation line (torch.empty_strided with the device), here on CPU tensors.
+    compiled, seen = compiled_with_plans(f)
+    x, b = torch.randn(16), torch.randn(16)
+    compiled(x, b)
+    p = seen[-1].plan
+    (launch,) = p.launches
+    launch.shapes[()] = launch.shapes[()]._replace(on_cpu=False)
+    p.straighten()
+    assert "_empty(*o2[:2], dtype=o2[2], device=device0)" in p.source
+    torch.testing.assert_close(compiled(x, b), f(x, b))
