@@ -19,6 +19,7 @@ may then modify). A symbolic shape folds only into a ``full`` (which takes the s
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
@@ -65,6 +66,13 @@ def _uniform_value(t: torch.Tensor):
 def fold_constants(graph: Graph, fold_limit: float = FOLD_LIMIT.default) -> Graph:
     if fold_limit <= 0:
         return graph
+    # AOT autograd compiles under a FakeTensorMode, where a folded value (an op on an empty
+    # arange, say) would be a FakeTensor, which no kernel can launch with: fold real tensors.
+    with unset_fake_temporarily():
+        return _fold(graph, fold_limit)
+
+
+def _fold(graph: Graph, fold_limit: float) -> Graph:
     outputs = {v.node for v in graph.outputs}
     tensors: dict[Value, torch.Tensor] = {}  # values computed so far, in the new graph
     pending: dict[Value, Node] = {}  # constant values not (yet) computed: `full`, `arange`, ones too big to fold

@@ -206,3 +206,21 @@ def test_parsed_constants_without_tensors_are_left_alone():
 
 def test_fold_limit_default_is_the_option_default():
     assert make_options().fold_limit == FOLD_LIMIT.default
+
+
+def test_values_folded_while_aot_autograd_traces_are_real_tensors():
+    # AOT autograd compiles under a FakeTensorMode: a folded constant (here the negation of an
+    # empty arange, as a training graph over empty inputs has) must still be a real tensor,
+    # which kernels can launch with (fuzz seed 21083 crashed on a fake one)
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    graph = verify(parse(textwrap.dedent("""
+        graph @g(%x: f32[0]) {
+          %a = arange {end=0, dtype=f32} : f32[0]
+          %0 = neg(%a) : f32[0]
+          %1 = mul(%x, %0) : f32[0]
+          return %1
+        }""")))
+    with FakeTensorMode():
+        after = run_passes(graph, [fold_constants, eliminate_dead_code], verify_each=True)
+    assert after.constants and not any(isinstance(t, FakeTensor) for t in after.constants.values())
