@@ -299,7 +299,10 @@ class KernelWriter:
             # Of constants only (a full that folding left: sin(nan)), the expression would be a
             # Python float, which has no .to; a block of the constant instead, as _load reads one
             # element (Triton 3.9's interpreter mistypes comparisons of scalars: `|` then fails).
-            args[k] = self.var("tmp", f"tl.full([], {args[k]}, {TL_DTYPE[cd]}) + ({self.mask}) * 0", cd)
+            if cd == torch.bool:  # adding the mask's 0 would make an i1 an i32, which ~ then inverts bitwise
+                args[k] = self.var("tmp", f"((tl.full([], {args[k]}, tl.int32) + ({self.mask}) * 0) != 0)", cd)
+            else:
+                args[k] = self.var("tmp", f"tl.full([], {args[k]}, {TL_DTYPE[cd]}) + ({self.mask}) * 0", cd)
         if op == "gelu":
             expr = GELU[a["approximate"]].format(*args)
         elif op == "clamp":

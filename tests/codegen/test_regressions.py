@@ -235,3 +235,16 @@ def test_a_cat_over_a_size_1_dim_keeps_its_load_masks_blocks():
       %5 = var(%4) {dims=[-2], keepdim=true} : f32[16,2,1,1]
       return %5
     }""")
+
+
+def test_a_bool_constant_block_stays_one_bit():
+    # ~ of a boolean constant (``~torch.ones(1, 1, dtype=bool).tril()``, folded to a full of
+    # True): the constant was made a block by adding the mask's 0, which turned the i1 into an
+    # i32, and ~1 is -2, nonzero, so True. Found by the causal mask of one token in training
+    # (tests/test_attention.py); KernelWriter compares the block with 0 to keep it i1.
+    source = check("""graph @k() {
+      %0 = full {shape=[1, 1], value=true, dtype=b8} : b8[1,1]
+      %1 = bitwise_not(%0) : b8[1,1]
+      return %1
+    }""")
+    assert "!= 0)" in source.source
