@@ -117,7 +117,7 @@ def attention_flops(op: str, b: int, h: int, sq: int, sk: int, d: int, dv: int, 
 
 def node_flops(node: Node, env) -> int:
     cat = OPS[node.op].category
-    if node.op == "attention_scores":  # the q @ kᵀ block of its attention kernel: counted by the attention
+    if node.op in ("attention_scores", "attention_probs_grad"):  # blocks of their attention kernel: counted by it
         return 0
     if cat is Category.ATTENTION:
         forward = node.op in ("attention", "attention_split")

@@ -16,6 +16,7 @@ import torch
 
 from ..ir.graph import GraphBuilder, Value
 from ..ir.types import TensorType, make_dim, normalize_dim
+from . import hand_attention  # noqa: F401 - registers the torch.ops.mlc ops lowered below
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -424,6 +425,25 @@ def _sdpa_backward(L, n, grad_out, q, k, v, out, lse, dropout_p=0.0, is_causal=F
     return dq, dk, dv
 
 
+# Attention written by hand, in training: the ops frontend/hand_attention.py puts in the joint
+# graph, one to one with mlc's IR (the gradient of the scores, ds, feeds both gradient kernels).
+_SCORE_MOD = {"scale": 1.0, "is_causal": False, "score_mod": True}
+
+
+def _hand_backward(L, n, *inputs):
+    (dq,) = _results(L, "attention_grad_q", inputs, _SCORE_MOD)
+    dk, dv = _results(L, "attention_grad_kv", inputs, _SCORE_MOD)
+    return dq, dk, dv
+
+
+_HAND_ATTENTION = {
+    torch.ops.mlc.attention_scores.default: lambda L, n, q, k: _results(L, "attention_scores", (q, k), {})[0],
+    torch.ops.mlc.attention.default: lambda L, n, *inputs: _results(L, "attention", inputs, _SCORE_MOD),
+    torch.ops.mlc.attention_probs_grad.default: lambda L, n, *inputs: _results(L, "attention_probs_grad", inputs, {})[0],
+    torch.ops.mlc.attention_backward.default: _hand_backward,
+}
+
+
 # On a GPU torch picks one of three CUDA kernels instead (FlashAttention, memory-efficient,
 # cuDNN), each with results of its own beside the output and the log-sum-exp: nested-tensor
 # lengths, dropout's random state, a debug mask. mlc's attention ops compute the output and
@@ -590,6 +610,7 @@ ATEN_TO_MLC.update({
     aten._scaled_dot_product_efficient_attention_backward.default: _sdpa_efficient_backward,
     aten._scaled_dot_product_cudnn_attention.default: _sdpa_biased_cuda,
     aten._scaled_dot_product_cudnn_attention_backward.default: _sdpa_cudnn_backward,
+    **_HAND_ATTENTION,
 })
 
 # Calls that only check or constrain and produce nothing mlc needs.

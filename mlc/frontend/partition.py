@@ -9,6 +9,9 @@ backward's kernels; never matmuls, convolutions, attention or random ops), and i
 before import, where the cut can still change what the two graphs exchange. Written again
 on mlc's IR it would have to rebuild AOT autograd's bookkeeping of saved tensors.
 
+Before the cut, attention written by hand is rewritten so that the backward recomputes its
+probabilities blockwise instead of reading them (``hand_attention.recompute_attention``).
+
 Two guarantees on top: the forward never saves more bytes than the default partitioner's
 (which saves every intermediate the backward reads; the smaller of the two is used), and
 with ``precision`` ``"bf16"``/``"fp16"`` the fp32 activations saved for the backward cross
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+
+from .hand_attention import recompute_attention
 
 LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,6 +50,8 @@ class SavedActivations:
     narrowed: list[str] = field(default_factory=list)  # saved in the lower precision type
     shared: list[str] = field(default_factory=list)  # views of another saved tensor, taken again in backward
     partitioner: str = "min-cut"  # or "default" when the min cut would have saved more
+    attention: list[str] = field(default_factory=list)  # attention written by hand: recomputed or why not
+
 
     def __str__(self) -> str:
         text = (f"{len(self.names)} activation(s), {self.bytes / 1e6:.3f} MB saved for backward ({self.partitioner} "
@@ -57,6 +64,8 @@ class SavedActivations:
             text += f"; stored in the lower precision: {', '.join(self.narrowed)}"
         if self.inputs:
             text += f"; also saved, at no cost: {len(self.inputs)} graph input(s) or views of them"
+        for note in self.attention:
+            text += f"; {note}"
         return text
 
 
@@ -93,6 +102,7 @@ def _nbytes(node: torch.fx.Node) -> int:
 def partition(joint_module: torch.fx.GraphModule, joint_inputs, *, num_fwd_outputs: int,
               precision: str = "default", **kwargs) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
     """AOT autograd's ``partition_fn``: the min cut, never saving more than the default."""
+    attention = recompute_attention(joint_module)
     # The default first: it only tags nodes, where the min cut rewrites the joint graph (its
     # CSE, DCE). (A deep copy is no way out: the graph's FakeTensor metadata cannot be copied.)
     dfw, dbw = default_partition(joint_module, joint_inputs, num_fwd_outputs=num_fwd_outputs, **kwargs)
@@ -109,7 +119,7 @@ def partition(joint_module: torch.fx.GraphModule, joint_inputs, *, num_fwd_outpu
     fw.meta["mlc_saved"] = SavedActivations(
         [n.name for n in saved], sum(map(_nbytes, _activations(fw, num_fwd_outputs))), sum(map(_nbytes, default_saved)),
         [n.name for n in _saved(fw, num_fwd_outputs) if _is_input(n)],
-        [n.name for n in default_saved if n.name not in kept], narrowed, sorted(shared), used)
+        [n.name for n in default_saved if n.name not in kept], narrowed, sorted(shared), used, attention)
     return fw, bw
 
 

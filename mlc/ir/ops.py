@@ -303,9 +303,15 @@ def attention_split_rule(in_types, attrs):
             TensorType((b, h, splits, sq), torch.float32, device))
 
 
-def _attention_grad_inputs(in_types, op):
+def _attention_grad_inputs(in_types, op, score_mod=False):
     do, q, k, v, lse, delta, *mask = _tensors(in_types)
-    _attention_shapes(q, k, v, mask, op)
+    if score_mod:  # the modified scores and their gradient, both [B, Hq, Sq, Sk]
+        scores = _attention_shapes(q, k, v, [], op)
+        if len(mask) != 2 or any(tuple(t.shape) != tuple(scores) or not t.dtype.is_floating_point for t in mask):
+            raise InferError(f"{op}: score_mod needs the modified scores and their gradient, two floating "
+                             f"[{', '.join(map(str, scores))}] operands after delta, got {', '.join(map(str, mask))}")
+    else:
+        _attention_shapes(q, k, v, mask, op)
     if tuple(do.shape) != tuple(q.shape[:3] + v.shape[3:]) or do.dtype != q.dtype:
         raise InferError(f"{op}: the output's gradient {do} does not fit q {q} and v {v}")
     for name, t in (("lse", lse), ("delta", delta)):
@@ -315,13 +321,23 @@ def _attention_grad_inputs(in_types, op):
 
 
 def attention_grad_kv_rule(in_types, attrs):
-    q, k, v = _attention_grad_inputs(in_types, "attention_grad_kv")
+    q, k, v = _attention_grad_inputs(in_types, "attention_grad_kv", attrs.get("score_mod", False))
     return k.with_(), v.with_()
 
 
 def attention_grad_q_rule(in_types, attrs):
-    q, k, v = _attention_grad_inputs(in_types, "attention_grad_q")
+    q, k, v = _attention_grad_inputs(in_types, "attention_grad_q", attrs.get("score_mod", False))
     return q.with_()
+
+
+def attention_probs_grad_rule(in_types, attrs):
+    do, q, k, v, lse, delta, x = _tensors(in_types)
+    _attention_grad_inputs(in_types[:6], "attention_probs_grad")
+    scores = (*q.shape[:3], k.shape[2])
+    if tuple(x.shape) != scores or not x.dtype.is_floating_point:
+        raise InferError(f"attention_probs_grad: the modified scores must be floating [{', '.join(map(str, scores))}], "
+                         f"got {x}")
+    return x.with_()
 
 
 def view_rule(in_types, attrs):
@@ -592,10 +608,23 @@ def _ref_attention_split(q, k, v, mask=None, *, scale, is_causal, splits, chunk)
     return torch.stack(accs, dim=2), torch.stack(lses, dim=2)
 
 
-def _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal):
+def _ref_probs(do, q, k, v, lse, delta, mask, scale, is_causal, score_mod):
+    """The recomputed probabilities and their softmax's gradient, ``p * (do @ vᵀ - delta)``."""
     group = q.shape[1] // k.shape[1]
-    p = torch.exp(_ref_scores(q, k, mask, scale, is_causal) - lse[..., None])
-    ds = p * (do.float() @ v.float().repeat_interleave(group, dim=1).transpose(-1, -2) - delta[..., None])
+    p = torch.exp(_ref_scores(q, k, mask, scale, is_causal, score_mod) - lse[..., None])
+    return p, p * (do.float() @ v.float().repeat_interleave(group, dim=1).transpose(-1, -2) - delta[..., None])
+
+
+def _ref_attention_probs_grad(do, q, k, v, lse, delta, x):
+    return _ref_probs(do, q, k, v, lse, delta, x, 1.0, False, True)[1].to(x.dtype)
+
+
+def _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal, ds=None):
+    """The gradients of q, k and v; with ``ds`` (a score modification's), ``mask`` is the modified
+    scores and ``ds`` the gradient of the scores q @ kᵀ themselves."""
+    group = q.shape[1] // k.shape[1]
+    p, ds_probs = _ref_probs(do, q, k, v, lse, delta, mask, scale, is_causal, ds is not None)
+    ds = ds_probs if ds is None else ds.float()
     dq = ds @ k.float().repeat_interleave(group, dim=1) * scale
 
     def per_kv_head(x):  # the gradients of the query heads that share a key/value head, summed
@@ -606,12 +635,12 @@ def _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal):
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
-def _ref_attention_grad_kv(do, q, k, v, lse, delta, mask=None, *, scale, is_causal):
-    return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal)[1:]
+def _ref_attention_grad_kv(do, q, k, v, lse, delta, mask=None, ds=None, *, scale, is_causal, score_mod=False):
+    return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal, ds)[1:]
 
 
-def _ref_attention_grad_q(do, q, k, v, lse, delta, mask=None, *, scale, is_causal):
-    return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal)[0]
+def _ref_attention_grad_q(do, q, k, v, lse, delta, mask=None, ds=None, *, scale, is_causal, score_mod=False):
+    return _ref_attention_grads(do, q, k, v, lse, delta, mask, scale, is_causal, ds)[0]
 
 
 def _ref_index_copy(x, idx, src, dim):
@@ -735,10 +764,18 @@ register("attention_scores", Category.ATTENTION, attention_scores_rule, _ref_att
          doc="q @ k^T per head, [B,Hq,Sq,Sk] from q [B,Hq,Sq,D] and k [B,Hkv,Sk,D]: only ever computed inside "
              "the kernel of the attention (score_mod) that reads it, as its block of scores")
 register("attention_grad_kv", Category.ATTENTION, attention_grad_kv_rule, _ref_attention_grad_kv, arity=None,
-         attrs=_ATTENTION_ATTRS, doc="the gradients of attention's k and v from (d_out, q, k, v, lse, delta, "
-                                     "[mask]), delta = rowsum(out * d_out)")
+         attrs={**_ATTENTION_ATTRS, "score_mod": False},
+         doc="the gradients of attention's k and v from (d_out, q, k, v, lse, delta, [mask]), delta = "
+             "rowsum(out * d_out). score_mod: the operands after delta are the modified scores s = f(attention_scores"
+             "(q, k), ...) and ds, the gradient of attention_scores, computed from attention_probs_grad through f's "
+             "derivative (attention written by hand, in training: frontend/hand_attention.py)")
 register("attention_grad_q", Category.ATTENTION, attention_grad_q_rule, _ref_attention_grad_q, arity=None,
-         attrs=_ATTENTION_ATTRS, doc="the gradient of attention's q, from the operands of attention_grad_kv")
+         attrs={**_ATTENTION_ATTRS, "score_mod": False},
+         doc="the gradient of attention's q, from the operands of attention_grad_kv")
+register("attention_probs_grad", Category.ATTENTION, attention_probs_grad_rule, _ref_attention_probs_grad, arity=7,
+         doc="p * (d_out @ v^T - delta) with p = exp(s - lse), from (d_out, q, k, v, lse, delta, s): the gradient "
+             "at the modified scores s of attention written by hand; only ever computed inside the kernel of the "
+             "score-modified attention_grad_kv or attention_grad_q that reads it, as its block")
 
 register("view", V, view_rule, lambda x, shape: x.reshape(tuple(shape)), attrs={"shape": REQUIRED},
          doc="the same elements in a new shape (row-major order)")

@@ -45,8 +45,8 @@ from ..ir import fuel
 from ..ir.graph import Graph, GraphBuilder, Node, Value, rebuild
 from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
+from .fuse_attention import SCORE_MODIFIED, own_blocks, rewrite_attention, score_modified
 from .fuse_attention import region as attention_region
-from .fuse_attention import rewrite_attention
 from .manager import PassOption, pass_options
 
 # What one kernel may inline: each value written at most 4 times per read of it in the region
@@ -288,30 +288,40 @@ def fuse(graph: Graph, strict: bool = STRICT.default) -> Graph:
 
 def _attention_regions(graph: Graph, strict: bool) -> _Regions:
     """Regions of ``graph`` with attention written by hand rewritten (``fuse_attention``),
-    each one kernel already; those the template refuses are rewritten back, with the reason."""
+    each one kernel already; those the template refuses are rewritten back, with the reason.
+    Score-modified ops that were there before (a training graph's, forward and gradients)
+    cannot be rewritten back: one the template refuses is left to the ops one by one."""
+    graph = own_blocks(graph)
     skip: frozenset[Node] = frozenset()
     refused: list[str] = []
     while True:
         rewritten, keys, notes = rewrite_attention(graph, skip)
         r = _Regions(rewritten, strict)
         r.notes = notes + refused
-        mods = [n for n in rewritten.nodes if n.op == "attention" and n.attrs["score_mod"]]
+        mods = [n for n in rewritten.nodes if score_modified(n)]
         regions = [attention_region(rewritten, n, r.users, r.inlinable) for n in mods]
         why = [r.why_not(ms) for ms in regions]
-        bad = frozenset(key for key, w in zip(keys, why) if w is not None)
+        bad = frozenset(key for key, w in zip(keys, why) if w is not None and key is not None)
         if not bad:
             break
         refused += [f"not fused: attention: {' + '.join(n.op for n in ms)}: {w[1]}; the scores are written"
-                    for ms, w in zip(regions, why) if w is not None]
+                    for ms, w, key in zip(regions, why, keys) if w is not None and key is not None]
         skip |= bad
-    for ms in regions:
-        if r.try_merge([], ms):
+    for ms, w in zip(regions, why):
+        op = ms[-1]
+        if w is not None:
+            r.notes.append(f"not fused: attention: {op.op} of attention written by hand, in training: {w[1]}; its "
+                           f"ops run one by one (the scores are written)")
+        elif r.try_merge([], ms):
             body = r.body(ms)[0]
-            chain = [n.op for n in ms if n.op not in ("attention", "attention_scores")]
-            s = ms[-1].inputs[3].type.shape
-            r.notes.insert(0, f"fused: attention: {body.name}: softmax(f(q @ kᵀ)) @ v written by hand, as one "
-                              f"attention kernel computing f = {' + '.join(chain) or 'identity'} on each block "
-                              f"of scores; the {'x'.join(map(str, s))} scores are never written")
+            chain = [n.op for n in ms if n.op not in ("attention_scores", "attention_probs_grad", *SCORE_MODIFIED)]
+            s = "x".join(map(str, ms[-1].inputs[3 if op.op == "attention" else 6].type.shape))
+            what = "softmax(f(q @ kᵀ)) @ v" if op.op == "attention" else \
+                f"the {'k and v' if op.op == 'attention_grad_kv' else 'q'} gradients of softmax(f(q @ kᵀ)) @ v"
+            r.notes.insert(0, f"fused: attention: {body.name}: {what} written by hand, as one attention kernel "
+                              f"computing {'f' if op.op == 'attention' else 'f and its derivative'} = "
+                              f"{' + '.join(chain) or 'identity'} on each block of scores; the {s} scores are "
+                              f"never written")
         else:
             r.notes.append(f"not fused: attention: {_NO_FUEL}")
     return r

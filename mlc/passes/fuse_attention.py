@@ -163,10 +163,20 @@ def _as_4d(b, env, v: Value, shape) -> Value:
     return env[t] if t is not None else b.op("view", env[v], shape=list(shape))
 
 
-def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tuple[Graph, list[Node], list[str]]:
+def score_modified(node: Node) -> bool:
+    """An attention op (forward or backward) that computes f on its blocks of scores."""
+    return node.op in SCORE_MODIFIED and node.attrs.get("score_mod", False)
+
+
+SCORE_MODIFIED = ("attention", "attention_grad_kv", "attention_grad_q")
+
+
+def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tuple[Graph, list[Node | None], list[str]]:
     """``graph`` with each attention region (but those whose softmax ``amax`` is in ``skip``)
-    rewritten; the ``amax`` of each rewritten region, in the order of their attention nodes;
-    and a ``not fused: attention:`` note for each region left as it was."""
+    rewritten; for each score-modified op of the result (``score_modified``), in order, the
+    ``amax`` of the region it was rewritten from (None for one that was there before: a
+    training graph's, from ``frontend/hand_attention.py``); and a ``not fused: attention:``
+    note for each region left as it was."""
     users = graph.users()
     matches: dict[Node, _Match] = {}  # by the bmm with v, where the attention is emitted
     notes: list[str] = []
@@ -182,7 +192,7 @@ def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tupl
             continue
         matches[m.bmm2] = m
     if not matches:
-        return graph, [], notes
+        return graph, [None for n in graph.nodes if score_modified(n)], notes
     env: dict[Value, Value] = {}
 
     def rewrite(b, node: Node, new_inputs: list[Value]):
@@ -202,7 +212,7 @@ def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tupl
     # The scores, f and the softmax are copied too, then dropped: only the replaced bmm read them.
     out = eliminate_dead_code(rebuild(graph, rewrite, input=copy_input))
     order = {m.bmm2: m.amax for m in matches.values()}
-    return out, [order[n] for n in graph.nodes if n in order], notes
+    return out, [order.get(n) for n in graph.nodes if n in order or score_modified(n)], notes
 
 
 def _source_4d(v: Value, shape) -> Value | None:
@@ -263,12 +273,37 @@ def _emit(b, env: dict[Value, Value], m: _Match) -> Value:
     return b.op("view", out, shape=list(m.bmm2.types[0].shape))
 
 
+def _blocks(v: Value) -> bool:
+    return v.node.op in _BLOCKS
+
+
+_BLOCKS = ("attention_scores", "attention_probs_grad")  # blocks of the kernel that reads them
+
+
+def _own(op: Node) -> set[Node]:
+    """What the kernel of score-modified ``op`` computes on its blocks: ``attention_scores``,
+    f (and, for a gradient, ``attention_probs_grad`` and f's derivative)."""
+    if op.op == "attention":
+        chain, leaves = _chain(op.inputs[3], lambda v: v.node.op == "attention_scores")
+    else:
+        chain, leaves = _chain(op.inputs[6], lambda v: v.node.op == "attention_scores")
+        more, others = _chain(op.inputs[7], _blocks)
+        chain, leaves = chain + more, leaves + others
+        for v in others:
+            if v.node.op == "attention_probs_grad":  # it reads f too
+                c, lv = _chain(v.node.inputs[6], lambda v: v.node.op == "attention_scores")
+                chain, leaves = chain + c, leaves + lv
+    return {*chain, *(v.node for v in leaves)}
+
+
 def region(graph: Graph, attention: Node, users: dict[Node, list[Node]], inlined) -> list[Node]:
-    """The nodes of a score-modified attention's kernel: its ``attention_scores``, the pointwise
-    f between them, producers of f's operands that only the kernel reads, and the attention.
-    ``inlined(node)``: views and constants, which every kernel computes for itself."""
-    chain, (s,) = _chain(attention.inputs[3], lambda v: v.node.op == "attention_scores")
-    members = {s.node, *chain, attention}
+    """The nodes of a score-modified attention's kernel (forward or gradient): its
+    ``attention_scores``, the pointwise f between them (a gradient's ``attention_probs_grad``
+    and f's derivative too), producers of f's operands that only the kernel reads, and the
+    attention. ``inlined(node)``: views and constants, which every kernel computes for itself."""
+    own = _own(attention)
+    chain = [n for n in graph.nodes if n in own and n.op not in _BLOCKS]
+    members = {*own, attention}
     outputs = {v.node for v in graph.outputs}
     pos = {n: i for i, n in enumerate(graph.nodes)}
     for n in sorted({w.node for c in chain for w in c.inputs}, key=lambda n: -pos.get(n, -1)):
@@ -287,3 +322,76 @@ def _absorb(n: Node, members: set[Node], users, outputs, pos, inlined):
     members.add(n)
     for w in sorted({w.node for w in n.inputs}, key=lambda n: -pos.get(n, -1)):
         _absorb(w, members, users, outputs, pos, inlined)
+
+
+def own_blocks(graph: Graph) -> Graph:
+    """``graph`` with each score-modified op (``score_modified``) computing its own blocks: an
+    op whose ``attention_scores`` or f another one reads too (a backward's two gradient
+    kernels read the same modified scores and gradient) gets a copy of them, since each kernel
+    computes them on its own blocks; and q, k, v and d_out read through their contiguous copies,
+    which a kernel reading through strides does not need."""
+    mods = [n for n in graph.nodes if score_modified(n)]
+    if not mods:
+        return graph
+    claimed: set[Node] = set()
+    clone: dict[Node, list[Node]] = {}
+    pos = {n: i for i, n in enumerate(graph.nodes)}
+    for op in mods:
+        own = _own(op)
+        if own & claimed:
+            clone[op] = sorted(own, key=pos.__getitem__)
+        claimed |= own
+    env: dict[Value, Value] = {}
+    stripped: dict[Value, Value] = {}
+
+    def strip(b, v: Value) -> Value:
+        """``v`` without the copies on its way from what it views."""
+        if v not in stripped:
+            n = v.node
+            if n.op == "copy":
+                stripped[v] = strip(b, n.inputs[0])
+            elif OPS[n.op].category is Category.VIEW and len(n.inputs) == 1 and _has_copy(n.inputs[0]):
+                stripped[v] = b.append(Node(n.op, [strip(b, n.inputs[0])], n.attrs, n.types)).out
+            else:
+                stripped[v] = env[v]
+        return stripped[v]
+
+    def emit(b, node: Node, get) -> tuple[Value, ...]:
+        inputs = [get(w) for w in node.inputs]
+        reads = _OPERANDS.get(node.op, 0) if score_modified(node) or node.op in _BLOCKS else 0
+        inputs[:reads] = [strip(b, w) for w in node.inputs[:reads]]
+        return b.append(Node(node.op, inputs, node.attrs, node.types)).results
+
+    def rewrite(b, node: Node, new_inputs):
+        if node.op == "constant":
+            results = (b.constant(node.name, graph.constants.get(node.name), node.types[0]),)
+        elif node in clone:
+            local: dict[Value, Value] = {}
+            for n in clone[node]:
+                local.update(zip(n.results, emit(b, n, lambda w: local.get(w, env[w]))))
+            results = emit(b, node, lambda w: local.get(w, env[w]))
+        else:
+            results = emit(b, node, env.__getitem__)
+        env.update(zip(node.results, results))
+        return results
+
+    def copy_input(b, node: Node) -> Value:
+        env[node.out] = b.input(node.name, node.types[0])
+        return env[node.out]
+
+    return eliminate_dead_code(rebuild(graph, rewrite, input=copy_input))
+
+
+# How many leading operands of each op are tensors the kernel reads through strides (q, k, v,
+# and the gradients' d_out).
+_OPERANDS = {"attention": 3, "attention_scores": 2, "attention_grad_kv": 4, "attention_grad_q": 4,
+             "attention_probs_grad": 4}
+
+
+def _has_copy(v: Value) -> bool:
+    while True:
+        if v.node.op == "copy":
+            return True
+        if OPS[v.node.op].category is not Category.VIEW or len(v.node.inputs) != 1:
+            return False
+        v = v.node.inputs[0]

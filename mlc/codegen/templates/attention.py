@@ -67,13 +67,16 @@ class _AttentionWriter(KernelWriter):
                                             "s_mask"}
 
     scores: tuple[str, list[str]] | None = None  # the block attention_scores is, and the index it is read at
+    probs_grad: tuple[str, list[str]] | None = None  # the same for attention_probs_grad (a gradient kernel's)
 
     def _emit(self, value: Value, idx: list[str]) -> str:
-        if value.node.op == "attention_scores":
-            if self.scores is None or list(idx) != self.scores[1]:
-                raise CodegenError("the scores are read at another position than their own block (a score "
-                                   "modification must be pointwise in the scores)")
-            return self.scores[0]
+        if value.node.op in ("attention_scores", "attention_probs_grad"):
+            block = self.scores if value.node.op == "attention_scores" else self.probs_grad
+            if block is None or list(idx) != block[1]:
+                what = "the scores are" if value.node.op == "attention_scores" else "the probabilities' gradient is"
+                raise CodegenError(f"{what} read at another position than their own block (a score modification "
+                                   f"and its derivative must be pointwise in the scores)")
+            return block[0]
         if OPS[value.node.op].category is Category.ATTENTION:
             raise CodegenError("an attention result read inside its own kernel")
         return super()._emit(value, idx)
@@ -114,10 +117,14 @@ class _Gen:
         self.precision = ', input_precision="ieee"' if self.dot_dtype == torch.float32 else ""
         self.scale, self.causal = node.attrs["scale"], node.attrs["is_causal"]
         self.score_mod = node.attrs.get("score_mod", False)
+        self.ds = rest[1] if self.score_mod and not fwd else None  # the gradient of attention_scores
         if self.score_mod:
             found = [n for n in body.nodes if n.op == "attention_scores"]
             if len(found) != 1 or found[0].inputs != (q, k):
                 raise CodegenError("a score modification reads attention_scores of the attention's own q and k")
+            grads = [n for n in body.nodes if n.op == "attention_probs_grad"]
+            if not fwd and (len(grads) > 1 or grads and grads[0].inputs != node.inputs[:7]):
+                raise CodegenError("a score modification's derivative reads attention_probs_grad of its own kernel")
             self.scale = 1.0  # in the score modification, if anywhere
 
     # --- code ---------------------------------------------------------------------------
@@ -177,8 +184,9 @@ class _Gen:
             idx = ["off_z", "off_h", rows, cols]
             full = (self.B, self.H, self.Sq, self.Sk)
             self.line(f"s_mask = {bounds}")
-            self.w.mask, self.w.dtypes[qk] = "s_mask", torch.float32
-            self.w.scores = (qk, ix.broadcast(idx, full, full))
+            self.line(f"s_raw = {qk}")  # q @ kᵀ, which f's derivative may read too
+            self.w.mask, self.w.dtypes["s_raw"] = "s_mask", torch.float32
+            self.w.scores = ("s_raw", ix.broadcast(idx, full, full))
             m = self.w.emit(self.mask, ix.broadcast(idx, full, self.mask.type.shape))
             self.w.scores = None
             m = m if self.w.dtypes.get(m) == torch.float32 else f"{m}.to(tl.float32)"
@@ -203,6 +211,21 @@ class _Gen:
         keep += [f"({rows} >= {cols})"] if self.causal else []
         if keep:
             self.line(f"{qk} = tl.where({' & '.join(keep)}, {qk}, float('-inf'))")
+
+    def score_grad(self, ds: str, rows: str, cols: str):
+        """With a score modification: ``ds`` (the gradient at the modified scores, a block as
+        ``scores`` indexes it) becomes the gradient at q @ kᵀ, through f's derivative, on the block."""
+        if self.ds is None:
+            return
+        idx = ["off_z", "off_h", rows, cols]
+        full = (self.B, self.H, self.Sq, self.Sk)
+        w = self.w
+        w.mask, w.dtypes[ds] = "s_mask", torch.float32
+        w.scores, w.probs_grad = ("s_raw", ix.broadcast(idx, full, full)), (ds, ix.broadcast(idx, full, full))
+        d = w.emit(self.ds, ix.broadcast(idx, full, self.ds.type.shape))
+        w.scores = w.probs_grad = None
+        d = d if w.dtypes.get(d) == torch.float32 else f"{d}.to(tl.float32)"
+        self.line(f"{ds} = tl.where(s_mask, {d}, 0.0)  # through f's derivative; nothing past the ends")
 
     def head_offsets(self, kv_programs: bool):
         self.line("off_hz = tl.program_id(1)")
@@ -358,6 +381,7 @@ def _grad_kv(g: _Gen):
     g.row("Di", delta, "offs_m", "N_CTX_Q", in_loop=True)
     g.line(f"dpT = {g.dot('v', 'tl.trans(do)')}")
     g.line("dsT = pT * (dpT - Di[None, :])")
+    g.score_grad("dsT", "offs_m[None, :]", "offs_n[:, None]")
     g.line(f"dk = {g.dot(g.low('dsT'), 'tl.trans(qT)', 'dk')}")
     w.memo = saved
     w.indent -= 2
@@ -408,6 +432,7 @@ def _grad_q(g: _Gen):
     g.line(f"p = tl.math.exp2(qk - lse[:, None] * {LOG2E})")
     g.line(f"dp = {g.dot('do', 'vT')}")
     g.line("ds = p * (dp - Di[:, None])")
+    g.score_grad("ds", "offs_m[:, None]", "offs_n[None, :]")
     g.line(f"dq = {g.dot(g.low('ds'), 'tl.trans(kT)', 'dq')}")
     w.memo = saved
     w.indent -= 1
@@ -458,10 +483,11 @@ class Attention(Template):
         return any(n.op in ATTENTIONS for n in body.nodes)
 
     def generate(self, body: Graph, *, persistent_limit: int, interpret: bool) -> KernelSource:
-        nodes = [n for n in body.nodes if n.op in ATTENTIONS and n.op != "attention_scores"]
+        nodes = [n for n in body.nodes if n.op in ATTENTIONS and n.op not in ("attention_scores", "attention_probs_grad")]
         if len(nodes) != 1:
             raise CodegenError("one attention op per kernel" if nodes else
-                               "attention_scores is computed only in the kernel of the attention that reads it")
+                               "attention_scores and attention_probs_grad are computed only in the kernel of the "
+                               "attention that reads them")
         for n in body.nodes:
             cat = OPS[n.op].category
             if cat in (Category.REDUCTION, Category.MATMUL):
