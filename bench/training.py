@@ -2,6 +2,7 @@
 
     python bench/training.py                       # the zoo at its quick sizes, fp32
     python bench/training.py --models mlp,llama_block --precision bf16
+    python bench/training.py --models bert_layer,llama_block --seq 256 --out /tmp/t.md   # longer sequences
 
 Per model and backend: the activations saved for the backward (bytes of the distinct storages
 of the tensors autograd saves, parameters excluded, counted with
@@ -29,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 import mlc  # noqa: E402
 from mlc.cost import EagerCounter, graph_cost  # noqa: E402
 from mlc.ir.reference import bind_symbols  # noqa: E402
-from cases import build_case  # noqa: E402
+from cases import CASES, build_case  # noqa: E402
+from mlc.testing.models import MODELS  # noqa: E402
 from worker import InductorCounter  # noqa: E402
 
 ZOO = ["mlp", "gpt2_block", "llama_block", "bert_layer", "vit_block", "resnet_block", "conv_block"]
@@ -62,9 +64,16 @@ def step(fn, inputs, params) -> tuple[int, list]:
     return sum(saved.values()), [p.grad.clone() if p.grad is not None else None for p in params]
 
 
-def measure(name: str, precision: str) -> dict:
+def measure(name: str, precision: str, seq: int | None = None) -> dict:
+    """One row; ``seq`` replaces the quick size's sequence length (and cache length) where it has one."""
     row = {"model": name}
-    model, inputs = build_case(name, "quick")
+    if seq is None:
+        model, inputs = build_case(name, "quick")
+    else:
+        sizes = dict(CASES[name].sizes["quick"])
+        dtype = sizes.pop("dtype")
+        sizes.update({k: seq for k in ("seq", "max_seq") if k in sizes})
+        model, inputs = MODELS[name].build(dtype=dtype, **sizes)
     model.train()
     params = list(model.parameters())
 
@@ -122,6 +131,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo models")
     parser.add_argument("--precision", default="default", help="mlc's precision option (default, bf16, fp16)")
+    parser.add_argument("--seq", type=int, default=None,
+                        help="sequence length of the sequence models (default: the quick size's, 16)")
     parser.add_argument("--out", default=str(ROOT / "training.md"), help="the markdown table to write")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLC_PROGRESS", "0")
@@ -129,7 +140,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.models.split(","):
         print(f"{name}: ...", file=sys.stderr, flush=True)
-        rows.append(measure(name, args.precision))
+        rows.append(measure(name, args.precision, args.seq))
     text = table(rows, args.precision)
     pathlib.Path(args.out).write_text(
         "# Training: one forward+backward step (bench/training.py)\n\n" + text +
@@ -137,7 +148,7 @@ def main(argv=None) -> int:
         "views of one buffer count it once; saved_tensors_hooks, the same counting for all three). Grad error: max |mlc - eager| over every parameter's gradient, over the largest "
         "gradient's max |eager|. Launches and MB: eager and mlc modeled by mlc.cost (per launch, inputs read and "
         "outputs written once); Inductor (CPU) counted while its C++ kernels and ATen calls run. Sizes: the "
-        "zoo's quick sizes (bench/cases.py), fp32.\n")
+        f"zoo's quick sizes (bench/cases.py){f', sequences of {args.seq}' if args.seq else ''}, fp32.\n")
     print(text)
     return 0
 

@@ -84,7 +84,7 @@ def attention_probs_grad(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, lse: Te
 
 @attention_probs_grad.register_fake
 def _(d_out, q, k, v, lse, delta, scores):
-    return torch.empty_like(scores)
+    return scores.new_empty(scores.shape)
 
 
 @torch.library.custom_op("mlc::attention_backward", mutates_args=())
@@ -98,7 +98,7 @@ def attention_backward(d_out: Tensor, q: Tensor, k: Tensor, v: Tensor, lse: Tens
 
 @attention_backward.register_fake
 def _(d_out, q, k, v, lse, delta, scores, d_scores):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)  # contiguous, as computed
 
 
 # --- the rewrite ---------------------------------------------------------------------------
@@ -159,11 +159,16 @@ def _through(n: torch.fx.Node, nodes: set) -> torch.fx.Node:
 
 
 def _source(n: torch.fx.Node, shape: tuple) -> torch.fx.Node | None:
-    """The ``shape``d tensor that the bmm operand ``n`` views, if it is a view of one."""
-    if n.target in (aten.view.default, aten._unsafe_view.default, aten.reshape.default) and \
-            _shape(n.args[0]) == tuple(shape):
-        return n.args[0]
-    return None
+    """The ``shape``d tensor that the bmm operand ``n`` views, if it is a view of one, through
+    the contiguous copy (and the expand to its own shape) that made it a bmm operand: mlc's
+    kernels read through strides, and the forward then saves the tensor, not its copy."""
+    if n.target not in (aten.view.default, aten._unsafe_view.default, aten.reshape.default) or \
+            _shape(n.args[0]) != tuple(shape):
+        return None
+    t = n.args[0]
+    while t.target is aten.clone.default or (t.target is aten.expand.default and _shape(t.args[0]) == tuple(shape)):
+        t = t.args[0]
+    return t
 
 
 def _permute_of(n, base) -> bool:

@@ -475,6 +475,12 @@ GPU_CONFIGS = {
 }
 
 
+# A score-modified gradient kernel (attention written by hand, in training) also holds the
+# block of q @ kᵀ and f's values for its derivative: fp32 dk/dv programs of 64 keys spilled
+# on sm_90 (255 registers, llama_block's causal f at head dim 64), 32 keys do not.
+SCORE_MOD_GRAD_CONFIGS = {(4, 64): {"attention_grad_kv": (16, 32, 4, 2)}}
+
+
 class Attention(Template):
     name = "attention"
     meta = ("BLOCK_M", "BLOCK_N")
@@ -505,7 +511,7 @@ class Attention(Template):
         kv = node.op == "attention_grad_kv"
         programs = ix.product((g.B, g.Hkv if kv else g.H))
         params = {"op": node.op, "head_dim": g.D, "head_dim_v": g.Dv, "group": g.group, "causal": g.causal,
-                  "itemsize": g.q.type.itemsize}
+                  "itemsize": g.q.type.itemsize, "score_mod": g.score_mod}
         launch = (g.Sq, g.Sk, programs, int(kv))
         if node.op == "attention_split":
             params["chunk"] = node.attrs["chunk"]
@@ -529,7 +535,10 @@ class Attention(Template):
         if interpret:
             return self.clip(ks, {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 1}, sizes)
         width = next(w for w in (64, 128, 256) if max(_padded(ks)) <= w)
-        m, n, warps, stages = GPU_CONFIGS[min(ks.params["itemsize"], 4), width][ks.params["op"]]
+        key = min(ks.params["itemsize"], 4), width
+        m, n, warps, stages = GPU_CONFIGS[key][ks.params["op"]]
+        if ks.params.get("score_mod") and ks.params["op"] in SCORE_MOD_GRAD_CONFIGS.get(key, {}):
+            m, n, warps, stages = SCORE_MOD_GRAD_CONFIGS[key][ks.params["op"]]
         return self.clip(ks, {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}, sizes)
 
     # --- tuning -------------------------------------------------------------------------
@@ -560,6 +569,8 @@ class Attention(Template):
             elements = 2 * n * (d + dv) + 2 * m * n  # k, v, dk, dv; pT and dsT
         else:
             elements = m * (2 * d + dv) + 2 * m * n  # q, dq, do; p and ds
+        if ks.params.get("score_mod"):
+            elements += m * n  # the block of q @ kᵀ, kept for f (and its derivative)
         return elements // (32 * cfg["num_warps"]), "accumulators, score block and held tiles"
 
     def shared_bytes(self, ks: KernelSource, cfg: dict) -> int:
