@@ -107,6 +107,23 @@ def test_one_query_over_many_keys(case):
     check(case, (q[:, :, -1:], k, v, extra), torch.float32)
 
 
+@pytest.mark.parametrize("case", [bert_padding, soft_capped], ids=lambda c: c.__name__)
+def test_one_query_over_a_long_cache_splits_the_keys(case):
+    # Flash-decoding of attention written by hand: 2 x 2 (batch, head) programs would leave a
+    # GPU idle, so the 300 keys are split in ranges whose kernels compute f on their blocks,
+    # and a reduction combines them.
+    q, k, v, *extra = inputs(case, 300, torch.float32)
+    args = (q[:, :, -1:], k, v, *extra)  # soft_capped's causal mask of one query keeps every key
+    r = mlc.explain(case, *args, interpret=True)
+    assert r.accuracy.max_rel <= 1e-5, str(r.accuracy)
+    splits = [m for g in r.graphs for n in g.graph.nodes if n.op == "kernel" for m in n.attrs["body"].nodes
+              if m.op == "attention_split" and m.attrs["score_mod"]]
+    assert len(splits) == 1 and splits[0].attrs["splits"] > 1
+    notes = "\n".join(n for g in r.graphs for n in g.notes)
+    assert "(flash-decoding, attention_split)" in notes and "scores are never written" in notes, notes
+    assert score_sized(r, B, H, 1, 300) == []
+
+
 def test_an_empty_sequence_masked_by_finfo_min_averages_as_in_eager():
     q, k, v, keep = inputs(bert_padding, 7, torch.float32)
     keep[1] = 0  # every key of the second sequence is padding: eager's softmax is uniform there

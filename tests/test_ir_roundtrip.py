@@ -217,6 +217,21 @@ def _attention_scores(b, op):
     return list(b.add("attention", (q, k, v, s), {"scale": 1.0, "score_mod": True}).results)
 
 
+def _score_mod_grads(b, op):
+    """attention written by hand, in training: the gradients of f(attention_scores(q, k)), whose
+    derivative reads attention_probs_grad (frontend/hand_attention.py)."""
+    q = b.input("q", T(F32, S0, 4, S1, 8))
+    k, v = (b.input(n, T(F32, S0, 2, 5, 8)) for n in ("k", "v"))
+    rows = T(F32, S0, 4, S1)
+    grad_in = [b.input("do", T(F32, S0, 4, S1, 8)), q, k, v, b.input("lse", rows), b.input("delta", rows)]
+    t = b.op("tanh", b.op("attention_scores", q, k))
+    g = b.op("attention_probs_grad", *grad_in, t)
+    ds = b.op("mul", g, b.op("sub", b.op("full", shape=[], value=1.0, dtype=F32), b.op("mul", t, t)))
+    if op == "attention_probs_grad":
+        return [g]
+    return list(b.add(op, (*grad_in, t, ds), {"scale": 1.0, "score_mod": True}).results)
+
+
 def one_input(in_shape, dtype=F32, **attrs) -> Builder:
     def build(b, op):
         return [b.op(op, b.input("x", T(dtype, *in_shape)), **attrs)]
@@ -320,7 +335,8 @@ EXAMPLES: dict[str, list[Builder]] = {
     "mm": [_mm],
     "bmm": [_bmm],
     "attention": [_attention], "attention_split": [_attention_split],
-    "attention_scores": [_attention_scores], "attention_grad_kv": [_attention], "attention_grad_q": [_attention],
+    "attention_scores": [_attention_scores], "attention_grad_kv": [_attention, _score_mod_grads],
+    "attention_grad_q": [_attention, _score_mod_grads], "attention_probs_grad": [_score_mod_grads],
     "view": [one_input((S0, 8), shape=[2 * S0, 4]), one_input((S0, 8), shape=[S0 * 8]), one_input((2, 3), shape=[3, 1, 2])],
     "permute": [one_input((S0, 4, 8), dims=[2, 0, 1]), one_input((S0, 8), dims=[-1, 0])],
     "expand": [one_input((S0, 1), shape=[2, S0, 8]), one_input((S0, 1, 8), shape=[S0, 3, 8])],

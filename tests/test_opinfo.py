@@ -293,6 +293,7 @@ UNREACHABLE = {
     "attention_grad_q": "the backward of SDPA (OpInfo samples do not require grad)",
     # tests/test_attention.py checks it against eager, in attention written by hand.
     "attention_scores": "made by the fusion pass (fuse_attention), inside the kernel of attention written by hand",
+    "attention_probs_grad": "made by frontend/hand_attention.py in the joint graph of attention written by hand",
     # tests/codegen/test_attention.py checks it against eager SDPA.
     "attention_split": "made by split_attention for at most 16 queries over 256 keys or more, longer than the samples",
 }

@@ -593,10 +593,10 @@ def _ref_attention(q, k, v, mask=None, *, scale, is_causal, score_mod=False):
     return out.to(q.dtype), lse.masked_fill(empty, float("inf"))
 
 
-def _ref_attention_split(q, k, v, mask=None, *, scale, is_causal, splits, chunk):
+def _ref_attention_split(q, k, v, mask=None, *, scale, is_causal, splits, chunk, score_mod=False):
     """Per split of ``chunk`` keys: (its output normalized by its own sum, its log-sum-exp);
     a split with no key to attend to gives 0 and -inf (so that it weighs nothing in the combine)."""
-    s = _ref_scores(q, k, mask, scale, is_causal)
+    s = _ref_scores(q, k, mask, scale, is_causal, score_mod)
     v = v.float().repeat_interleave(q.shape[1] // v.shape[1], dim=1)
     accs, lses = [], []
     for i in range(splits):
@@ -755,11 +755,12 @@ register("attention", Category.ATTENTION, attention_rule, _ref_attention, arity=
              "softmax(s) @ v with s = f(attention_scores(q, k), ...) (scale unused): attention written by hand, "
              "whose pointwise f the kernel computes on each block of q @ k^T (passes/fuse_attention.py)")
 register("attention_split", Category.ATTENTION, attention_split_rule, _ref_attention_split, arity=None,
-         attrs={**_ATTENTION_ATTRS, "splits": REQUIRED, "chunk": REQUIRED},
+         attrs={**_ATTENTION_ATTRS, "splits": REQUIRED, "chunk": REQUIRED, "score_mod": False},
          doc="attention's forward with the keys split in `splits` ranges of `chunk` keys (a multiple of 16), "
              "each computed by its own programs (flash-decoding): results f32[B,Hq,splits,Sq,Dv], each range's "
              "output normalized by its own sum, and f32[B,Hq,splits,Sq], its log-sum-exp (-inf where it has no "
-             "key to attend to); a combine in IR weighs them (passes/split_attention.py)")
+             "key to attend to); a combine in IR weighs them (passes/split_attention.py); score_mod as for "
+             "attention")
 register("attention_scores", Category.ATTENTION, attention_scores_rule, _ref_attention_scores, arity=2,
          doc="q @ k^T per head, [B,Hq,Sq,Sk] from q [B,Hq,Sq,D] and k [B,Hkv,Sk,D]: only ever computed inside "
              "the kernel of the attention (score_mod) that reads it, as its block of scores")

@@ -47,6 +47,7 @@ from ..ir.ops import OPS, Category
 from ..ir.types import TensorType
 from .fuse_attention import SCORE_MODIFIED, own_blocks, rewrite_attention, score_modified
 from .fuse_attention import region as attention_region
+from .split_attention import split_attention
 from .manager import PassOption, pass_options
 
 # What one kernel may inline: each value written at most 4 times per read of it in the region
@@ -296,6 +297,9 @@ def _attention_regions(graph: Graph, strict: bool) -> _Regions:
     refused: list[str] = []
     while True:
         rewritten, keys, notes = rewrite_attention(graph, skip)
+        split = split_attention(rewritten)  # flash-decoding of what was written by hand too
+        notes += list(split.notes) if split is not rewritten else []
+        rewritten = split
         r = _Regions(rewritten, strict)
         r.notes = notes + refused
         mods = [n for n in rewritten.nodes if score_modified(n)]
@@ -315,11 +319,12 @@ def _attention_regions(graph: Graph, strict: bool) -> _Regions:
         elif r.try_merge([], ms):
             body = r.body(ms)[0]
             chain = [n.op for n in ms if n.op not in ("attention_scores", "attention_probs_grad", *SCORE_MODIFIED)]
-            s = "x".join(map(str, ms[-1].inputs[3 if op.op == "attention" else 6].type.shape))
-            what = "softmax(f(q @ kᵀ)) @ v" if op.op == "attention" else \
+            forward = op.op in ("attention", "attention_split")
+            s = "x".join(map(str, ms[-1].inputs[3 if forward else 6].type.shape))
+            what = "softmax(f(q @ kᵀ)) @ v" if forward else \
                 f"the {'k and v' if op.op == 'attention_grad_kv' else 'q'} gradients of softmax(f(q @ kᵀ)) @ v"
             r.notes.insert(0, f"fused: attention: {body.name}: {what} written by hand, as one attention kernel "
-                              f"computing {'f' if op.op == 'attention' else 'f and its derivative'} = "
+                              f"computing {'f' if forward else 'f and its derivative'} = "
                               f"{' + '.join(chain) or 'identity'} on each block of scores; the {s} scores are "
                               f"never written")
         else:

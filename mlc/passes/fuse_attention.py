@@ -168,7 +168,7 @@ def score_modified(node: Node) -> bool:
     return node.op in SCORE_MODIFIED and node.attrs.get("score_mod", False)
 
 
-SCORE_MODIFIED = ("attention", "attention_grad_kv", "attention_grad_q")
+SCORE_MODIFIED = ("attention", "attention_split", "attention_grad_kv", "attention_grad_q")
 
 
 def rewrite_attention(graph: Graph, skip: frozenset[Node] = frozenset()) -> tuple[Graph, list[Node | None], list[str]]:
@@ -283,7 +283,7 @@ _BLOCKS = ("attention_scores", "attention_probs_grad")  # blocks of the kernel t
 def _own(op: Node) -> set[Node]:
     """What the kernel of score-modified ``op`` computes on its blocks: ``attention_scores``,
     f (and, for a gradient, ``attention_probs_grad`` and f's derivative)."""
-    if op.op == "attention":
+    if op.op in ("attention", "attention_split"):
         chain, leaves = _chain(op.inputs[3], lambda v: v.node.op == "attention_scores")
     else:
         chain, leaves = _chain(op.inputs[6], lambda v: v.node.op == "attention_scores")
@@ -384,7 +384,7 @@ def own_blocks(graph: Graph) -> Graph:
 
 # How many leading operands of each op are tensors the kernel reads through strides (q, k, v,
 # and the gradients' d_out).
-_OPERANDS = {"attention": 3, "attention_scores": 2, "attention_grad_kv": 4, "attention_grad_q": 4,
+_OPERANDS = {"attention": 3, "attention_split": 3, "attention_scores": 2, "attention_grad_kv": 4, "attention_grad_q": 4,
              "attention_probs_grad": 4}
 
 

@@ -19,8 +19,9 @@ space, ``lse`` broadcast to it (a view), so that ``fuse`` makes it one reduction
 softmax is.
 
 Only inference attention is split: one whose log-sum-exp no attention backward reads and no
-graph output is (a training forward saves it for its backward), with static sequence lengths
-and no score modification (the pass runs before ``fuse`` makes attention written by hand).
+graph output is (a training forward saves it for its backward), with static sequence lengths.
+Attention written by hand is split too: ``fuse`` runs this pass again on the score-modified
+attention it makes (``fuse_attention``), whose range kernels then compute f on their blocks.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def _plan(node: Node, users: dict[Node, list[Node]], outputs: set[Value]) -> tup
     """(splits, chunk, whether the log-sum-exp is read) for an attention node worth splitting."""
     lse = node.results[1]
     readers = [u for u in users[node] if lse in u.inputs]
-    if node.attrs["score_mod"] or lse in outputs or any(u.op.startswith("attention_grad") for u in readers):
-        return None  # attention written by hand, or a training forward
+    if lse in outputs or any(u.op.startswith("attention_grad") for u in readers):
+        return None  # a training forward
     b, h, sq, _ = node.inputs[0].type.shape
     sk = node.inputs[1].type.shape[2]
     sms = GPUS[TARGET].sms
@@ -83,7 +84,8 @@ def split_attention(graph: Graph) -> Graph:
 def _combine(b, node: Node, inputs: list[Value], splits: int, chunk: int, lse_read: bool) -> tuple[Value, ...]:
     """attention_split of ``inputs`` and the IR that combines its ranges, standing for ``node``'s
     results (only the output when nothing reads the log-sum-exp)."""
-    attrs = {"scale": node.attrs["scale"], "is_causal": node.attrs["is_causal"], "splits": splits, "chunk": chunk}
+    attrs = {"scale": node.attrs["scale"], "is_causal": node.attrs["is_causal"], "splits": splits, "chunk": chunk,
+             "score_mod": node.attrs["score_mod"]}
     acc, lse = b.add("attention_split", inputs, attrs).results
     dev = lse.type.device
     f32 = torch.float32
