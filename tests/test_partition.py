@@ -4,6 +4,7 @@ default partitioner, never more, and bf16 saves activations in bf16 with gradien
 from __future__ import annotations
 
 import functools
+import operator
 
 import pytest
 import torch
@@ -125,3 +126,32 @@ def test_bias_gradients_are_summed_in_the_matmul_kernels_of_the_backward():
     _, grads = train_step(GPT2MLP)
     for got, want in grads.values():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_low_precision_keeps_the_log_sum_exp_of_attention_by_hand_in_fp32():
+    # The backward exponentiates the recomputed scores minus the saved log-sum-exp: in bf16 it
+    # would be off by up to |lse| / 256 in every probability's exponent.
+    from torch._functorch.aot_autograd import aot_function
+
+    from mlc.frontend.decompositions import decompositions
+    from mlc.frontend.partition import partition
+
+    def attention(q, k, v):
+        return (q @ k.transpose(-1, -2) * 0.3).softmax(-1) @ v
+
+    seen = {}
+
+    def forward_compiler(gm, inputs):
+        seen["gm"] = gm
+        return gm
+
+    q, k, v = (torch.randn(2, 2, 7, 8, requires_grad=True) for _ in range(3))
+    fn = aot_function(attention, fw_compiler=forward_compiler, bw_compiler=lambda gm, inputs: gm,
+                      partition_fn=functools.partial(partition, precision="bf16"), decompositions=decompositions())
+    fn(q, k, v).sum().backward()
+    gm = seen["gm"]
+    (lse,) = [n for n in gm.graph.nodes if n.target is operator.getitem and n.args[1] == 1
+              and n.args[0].target is torch.ops.mlc.attention.default]
+    saved = gm.meta["mlc_saved"]
+    assert lse.name in saved.names and lse.name not in saved.narrowed
+    assert saved.narrowed  # the rest of the fp32 activations (the output) are narrowed

@@ -16,13 +16,14 @@ Two guarantees on top: the forward never saves more bytes than the default parti
 (which saves every intermediate the backward reads; the smaller of the two is used), and
 with ``precision`` ``"bf16"``/``"fp16"`` the fp32 activations saved for the backward cross
 over in that type (the forward casts before it returns them, the backward casts back as it
-reads them), as narrow_storage does for tensors between kernels. What was saved, in what
-type, and what the min cut recomputed instead is ``SavedActivations``, on the forward graph
+reads them; never an attention's log-sum-exp), as narrow_storage does for tensors between
+kernels. What was saved, in what type, and what the min cut recomputed instead is ``SavedActivations``, on the forward graph
 module's ``meta["mlc_saved"]`` for ``mlc.explain``.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -191,6 +192,14 @@ def _share_saved_views(fw: torch.fx.GraphModule, bw: torch.fx.GraphModule, num_f
     return set(dropped.values())
 
 
+def _is_log_sum_exp(node: torch.fx.Node) -> bool:
+    """An attention's saved log-sum-exp: the backward exponentiates scores minus it, so 8 bits of
+    mantissa would be a 3% error in every probability at a log-sum-exp of 10."""
+    if node.target is not operator.getitem or node.args[1] == 0:
+        return False
+    return "attention" in getattr(node.args[0].target, "__name__", "")
+
+
 def _narrow_saved(fw: torch.fx.GraphModule, bw: torch.fx.GraphModule, num_fwd_outputs: int,
                   low: torch.dtype) -> list[str]:
     """Save the forward's fp32 activations in ``low``: cast in the forward before returning them,
@@ -206,7 +215,7 @@ def _narrow_saved(fw: torch.fx.GraphModule, bw: torch.fx.GraphModule, num_fwd_ou
         val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
         # A saved tensor that is also a user output crosses once; it keeps the user's dtype.
         if not isinstance(val, torch.Tensor) or val.dtype != torch.float32 or id(node) in user_outputs \
-                or _is_input(node):  # an input or its view is alive anyway: a narrow copy would cost memory
+                or _is_input(node) or _is_log_sum_exp(node):  # an input or its view is alive anyway
             continue
         placeholder = by_name.get(node.name)
         if placeholder is None:
