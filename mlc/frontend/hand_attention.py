@@ -142,7 +142,7 @@ def _last_dim(n: torch.fx.Node, target) -> bool:
     if not _is(n, target) or len(n.args) < 3 or n.args[2] is not True or len(n.args[1]) != 1:
         return False
     rank = len(_val(n.args[0]).shape)
-    return n.args[1][0] % rank == rank - 1
+    return rank > 0 and n.args[1][0] % rank == rank - 1  # a softmax of a 0-d tensor reduces over dim 0
 
 
 def _only_user(n: torch.fx.Node):
